@@ -20,6 +20,7 @@ import importlib
 import importlib.util
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable
@@ -90,7 +91,13 @@ def backend_status(name: str) -> tuple[bool, str]:
 
 
 def _triton_runs_on(device: torch.device) -> bool:
-    return device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
+    """CUDA tensors, or CPU tensors when triton's interpreter was on when our kernels were defined."""
+    if device.type == "cuda":
+        return True
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        return False
+    kernels = sys.modules.get(f"{__package__}.triton_scan")
+    return kernels is None or kernels._INTERPRETED
 
 
 def _supports(name: str, device: torch.device) -> tuple[bool, str]:
