@@ -107,9 +107,10 @@ def selective_scan_ref(
     delta_b_u = torch.einsum("bdl,bnl,bdl->bdln", delta, B, u32)  # (b, d, l, n)
     state = u32.new_zeros((u.shape[0], A.shape[0], A.shape[1]))  # (b, d, n)
     ys = []
-    for i in range(u.shape[2]):
-        state = delta_a[:, :, i] * state + delta_b_u[:, :, i]
-        ys.append(torch.einsum("bdn,bn->bd", state, C[:, :, i]))
+    # unbind (not indexing) so that the backward pass costs O(L), not O(L^2) full-size gradient copies
+    for decay, drive, c_t in zip(delta_a.unbind(2), delta_b_u.unbind(2), C.unbind(2)):
+        state = decay * state + drive
+        ys.append(torch.einsum("bdn,bn->bd", state, c_t))
     y = torch.stack(ys, dim=2)  # (b, d, l)
     return _skip_and_gate(y, u32, D, z).to(dtype_in)
 

@@ -1,0 +1,296 @@
+"""MONAI Label inference tasks for the three nnMamba bundles.
+
+All three read the bundle's ``configs/inference.yaml`` (network, preprocessing, inferer) and its
+``models/model.pt`` through MONAI Label's :class:`BundleInferTask`, and differ in what they return:
+
+* :class:`SegmentationInferTask`: a label volume with BraTS labels (1 NCR, 2 ED, 3 ET) on the grid of
+  the input image.
+* :class:`ClassificationInferTask`: class names with probabilities, as JSON (no image).
+* :class:`LandmarkInferTask`: landmark names with RAS world coordinates and confidences as JSON (plus a
+  3D Slicer markups document when the request asks for ``"markups": true``) and a label volume that
+  marks each landmark with a small ball (label k + 1 for landmark k).
+
+An input that cannot be read, or that does not have the channels the network expects, raises
+:class:`InputImageError`, which the app answers with HTTP 400.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.transforms import Compose, SaveImaged, SqueezeDimd
+from monailabel.interfaces.tasks.infer_v2 import InferType
+from monailabel.tasks.infer.bundle import BundleInferTask
+
+from nnmamba_nets.classification import class_probabilities
+from nnmamba_nets.data.brats import LABEL_ED, LABEL_ET, LABEL_NCR
+from nnmamba_nets.landmarks.io import Landmarks, write_markups_json
+from nnmamba_nets.landmarks.transforms import DecodeLandmarksd
+from nnmamba_nets.segmentation import SaveLikeReferenced
+
+from .bundles import BundleOverrides
+
+__all__ = [
+    "InputImageError",
+    "NNMambaInferTask",
+    "SegmentationInferTask",
+    "ClassificationInferTask",
+    "LandmarkInferTask",
+    "mark_landmarks",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class InputImageError(ValueError):
+    """The request's image cannot be read or does not fit the model (answered with HTTP 400)."""
+
+
+def _as_array(value: Any) -> np.ndarray:
+    """Plain numpy copy of a tensor, MetaTensor or array."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().as_subclass(torch.Tensor).numpy()
+    return np.asarray(value)
+
+
+class NNMambaInferTask(BundleOverrides, BundleInferTask):
+    """MONAI Label bundle inference with config overrides and input checks.
+
+    Args:
+        path: bundle folder.
+        conf: the app's ``--conf`` settings (``preload`` is honoured).
+        overrides: config id -> value applied to the bundle's inference config (``--id value``).
+        task_type: MONAI Label model type shown by ``/info/``.
+        post_filter: transform types dropped from the bundle's postprocessing: the bundle's file savers
+            (MONAI Label's writer returns the result instead). Defaults to ``(SaveImaged,)``.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        conf: dict[str, str],
+        overrides: dict[str, Any] | None = None,
+        task_type: str | InferType = InferType.SEGMENTATION,
+        post_filter: Sequence[type] = (SaveImaged,),
+    ) -> None:
+        self.overrides = dict(overrides or {})
+        # no Restored step: the bundles' postprocessing inverts their own preprocessing
+        super().__init__(
+            path, conf, type=task_type, post_filter=list(post_filter), add_post_restore=False, load_strict=True
+        )
+        if self.valid:
+            image_format = self._metadata()["network_data_format"]["inputs"][self.key_image]
+            self.input_channels = int(image_format.get("num_channels", 1))
+            self.channel_names = list(image_format.get("channel_def", {}).values())
+
+    def _metadata(self) -> dict[str, Any]:
+        with open(os.path.join(self.bundle_path, "configs", self.const.metadata_json())) as stream:
+            return json.load(stream)
+
+    def run_pre_transforms(self, data: dict[str, Any], transforms: Sequence[Callable]) -> dict[str, Any]:
+        """Run the bundle's preprocessing; its first transform reads the file (MONAI bundle convention).
+
+        Raises:
+            InputImageError: the file cannot be read, or the preprocessed image has the wrong channel count.
+        """
+        source = data.get("image_path", data.get("image"))
+        try:
+            data = super().run_pre_transforms(data, transforms[:1])
+        except Exception as error:  # readers raise many types for corrupt or unsupported files
+            raise InputImageError(
+                f"cannot read image {os.path.basename(str(source))!r}: {type(error).__name__}: {error}. "
+                "Expected a NIfTI (.nii/.nii.gz) or another format MONAI's LoadImage reads."
+            ) from error
+        # MONAI's Spacingd updates every "image_*" entry as a metadata dict, MONAI Label's "image_path" is a str
+        image_path = data.pop("image_path", None)
+        data = super().run_pre_transforms(data, transforms[1:])
+        if image_path is not None:
+            data["image_path"] = image_path  # the writer names its output after it
+        channels = data[self.key_image].shape[0]
+        if channels != self.input_channels:
+            names = f" ({', '.join(self.channel_names)})" if self.channel_names else ""
+            raise InputImageError(
+                f"model {os.path.basename(self.bundle_path)} expects {self.input_channels} image channel(s){names}, "
+                f"image {os.path.basename(str(source))!r} has {channels}."
+            )
+        return data
+
+    def post_transforms(self, data: dict[str, Any] | None = None) -> Sequence[Callable]:
+        """The bundle's postprocessing (a Compose or a single transform) without the file savers."""
+        self._update_device(data)
+        for key in self.const.key_postprocessing():
+            if self.bundle_config.get(key):
+                post = self.bundle_config.get_parsed_content(key, instantiate=True)
+                post = list(post.transforms) if isinstance(post, Compose) else [post]
+                return self._filter_transforms(post, self.post_filter)
+        return []
+
+
+class SegmentationInferTask(NNMambaInferTask):
+    """BraTS segmentation: label volume with 0 background, 1 NCR, 2 ED, 3 ET on the input's grid.
+
+    The bundle's postprocessing does the work (sigmoid, inverting the crop and padding, thresholding,
+    TC/WT/ET regions -> labels); only its file saver is dropped, and the channel dim is squeezed.
+    """
+
+    def __init__(self, path: str, conf: dict[str, str], overrides: dict[str, Any] | None = None) -> None:
+        super().__init__(
+            path,
+            conf,
+            overrides,
+            task_type=InferType.SEGMENTATION,
+            post_filter=(SaveImaged, SaveLikeReferenced),
+        )
+        if self.valid:
+            self.labels = {
+                "necrotic tumour core": LABEL_NCR,
+                "peritumoral edema": LABEL_ED,
+                "enhancing tumour": LABEL_ET,
+            }
+
+    def post_transforms(self, data: dict[str, Any] | None = None) -> Sequence[Callable]:
+        return [*super().post_transforms(data), SqueezeDimd(keys=self.output_label_key, dim=0)]
+
+
+class ClassificationInferTask(NNMambaInferTask):
+    """Whole-image classification: ``{"prediction": [{"idx", "label", "score"}], "class", "probabilities"}``.
+
+    The class names are the bundle config's ``class_names``.
+    """
+
+    def __init__(self, path: str, conf: dict[str, str], overrides: dict[str, Any] | None = None) -> None:
+        super().__init__(path, conf, overrides, task_type=InferType.CLASSIFICATION)
+        if self.valid:
+            self.class_names = [str(n) for n in self.bundle_config.get_parsed_content("class_names")]
+            self.labels = {name: index for index, name in enumerate(self.class_names)}
+
+    def writer(self, data: dict[str, Any], extension: str | None = None, dtype: Any = None) -> tuple[None, dict]:
+        """JSON answer from the bundle's postprocessed output (sigmoid of one logit, or softmax)."""
+        probabilities = class_probabilities(_as_array(data[self.output_label_key]))
+        if len(probabilities) != len(self.class_names):
+            raise ValueError(f"classifier gave {len(probabilities)} probabilities for classes {self.class_names}.")
+        best = int(np.argmax(probabilities))
+        result = {
+            "prediction": [
+                {"idx": i, "label": name, "score": float(p)}
+                for i, (name, p) in enumerate(zip(self.class_names, probabilities))
+            ],
+            "class": self.class_names[best],
+            "probabilities": {name: float(p) for name, p in zip(self.class_names, probabilities)},
+        }
+        return None, result
+
+
+def mark_landmarks(
+    world_ras: np.ndarray, affine: np.ndarray, spatial_shape: Sequence[int], radius_voxels: float = 1.5
+) -> np.ndarray:
+    """Label volume marking each landmark with a ball: label k + 1 around landmark k.
+
+    Args:
+        world_ras: (k, 3) RAS world coordinates.
+        affine: (4, 4) voxel-to-world affine of the output grid.
+        spatial_shape: output grid size (3 values).
+        radius_voxels: ball radius in voxels of the output grid. Defaults to 1.5.
+
+    Returns:
+        uint8 array of ``spatial_shape``; a landmark outside the grid is marked at the nearest voxel,
+        and later landmarks win where balls overlap.
+    """
+    shape = np.asarray(spatial_shape, dtype=np.int64)
+    voxels = (np.linalg.inv(affine) @ np.c_[world_ras, np.ones(len(world_ras))].T)[:3].T  # (k, 3)
+    reach = int(np.ceil(radius_voxels))
+    offsets = np.stack(np.meshgrid(*[np.arange(-reach, reach + 1)] * 3, indexing="ij"), axis=-1).reshape(-1, 3)
+    offsets = offsets[np.linalg.norm(offsets, axis=1) <= radius_voxels]  # (n, 3) ball around 0
+    marks = np.zeros(tuple(shape), dtype=np.uint8)
+    for index, centre in enumerate(voxels):
+        ball = np.clip(np.round(centre), 0, shape - 1).astype(np.int64) + offsets
+        ball = ball[((ball >= 0) & (ball < shape)).all(axis=1)]
+        marks[tuple(ball.T)] = index + 1
+    return marks
+
+
+def _affine_values(data: dict[str, Any], key: str | None) -> dict[str, Any]:
+    """Make a (4, 4) affine passed as data (``data[key]``) a plain tensor.
+
+    The landmark bundle hands the network input's affine to ``DecodeLandmarksd`` as the values of a
+    (4, 4) entry (its dataset drops tensor metadata). MONAI Label keeps the metadata, and the decoder
+    would then read that entry's own ``MetaTensor.affine`` (an identity) instead of its values.
+    """
+    value = data.get(key) if key is not None else None
+    if isinstance(value, MetaTensor) and tuple(value.shape) == (4, 4):
+        data[key] = value.as_tensor()
+    return data
+
+
+class LandmarkInferTask(NNMambaInferTask):
+    """Landmark detection: names, RAS world coordinates and confidences, and a label volume marking them.
+
+    The landmark names are the bundle config's ``landmark_names``. The bundle's postprocessing decodes the
+    heatmaps (:class:`~nnmamba_nets.landmarks.transforms.DecodeLandmarksd`, i.e.
+    :func:`~nnmamba_nets.landmarks.decode.decode_heatmaps` with the affine of the preprocessed image), so the
+    coordinates are in the world space of the input file whatever the preprocessing resampled. The label
+    volume is drawn on the input file's own grid.
+    """
+
+    def __init__(self, path: str, conf: dict[str, str], overrides: dict[str, Any] | None = None) -> None:
+        # "segmentation": 3D Slicer lists the model under Auto Segmentation and shows the marks as segments.
+        super().__init__(path, conf, overrides, task_type=InferType.SEGMENTATION)
+        if self.valid:
+            self.landmark_names = [str(n) for n in self.bundle_config.get_parsed_content("landmark_names")]
+            self.labels = {name: index + 1 for index, name in enumerate(self.landmark_names)}
+
+    def post_transforms(self, data: dict[str, Any] | None = None) -> Sequence[Callable]:
+        post = list(super().post_transforms(data))
+        decoders = [t for t in post if isinstance(t, DecodeLandmarksd)]
+        if len(decoders) != 1:
+            raise ValueError(
+                f"{self.bundle_config_path}: postprocessing must contain one DecodeLandmarksd, found {len(decoders)}."
+            )
+        return [
+            functools.partial(_affine_values, key=decoders[0].affine_key),
+            *post,
+            functools.partial(self._to_result, decoder=decoders[0]),
+        ]
+
+    def _to_result(self, data: dict[str, Any], decoder: DecodeLandmarksd) -> dict[str, Any]:
+        """Landmark JSON (and markups when asked) into ``result``; the marks volume into ``pred``."""
+        key = self.output_label_key
+        world = _as_array(data[f"{key}{decoder.landmark_suffix}"]).astype(np.float64).reshape(-1, 3)
+        confidence = _as_array(data[f"{key}{decoder.confidence_suffix}"]).astype(np.float64).reshape(-1)
+        if len(world) != len(self.landmark_names):
+            raise ValueError(f"network gave {len(world)} landmarks for {len(self.landmark_names)} landmark names.")
+        image = data[self.key_image]
+        original_affine = np.asarray(image.meta["original_affine"], dtype=np.float64)
+        original_shape = [int(s) for s in image.meta["spatial_shape"]][:3]
+        data[key] = mark_landmarks(world, original_affine, original_shape)
+        data[f"{key}_meta_dict"] = {"affine": original_affine}  # MONAI Label's writer takes the affine from here
+        result = {
+            "landmarks": [
+                {"name": name, "position_ras": [float(v) for v in point], "confidence": float(c)}
+                for name, point, c in zip(self.landmark_names, world, confidence)
+            ],
+            "coordinate_system": "RAS",
+            "units": "mm",
+        }
+        if str(data.get("markups", "false")).lower() == "true":
+            result["markups"] = self._markups(world, confidence)
+        data[self.output_json_key] = result
+        return data
+
+    def _markups(self, world: np.ndarray, confidence: np.ndarray) -> dict[str, Any]:
+        """3D Slicer markups JSON document (LPS, as Slicer writes files) of the detected landmarks."""
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "landmarks.mrk.json")
+            landmarks = Landmarks(list(self.landmark_names), world, confidence)
+            write_markups_json(path, landmarks, markup_name=os.path.basename(self.bundle_path))
+            with open(path) as stream:
+                return json.load(stream)

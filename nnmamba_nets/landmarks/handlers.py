@@ -1,0 +1,287 @@
+"""Ignite handlers that write landmark predictions: Slicer markups per case, CSV tables, an error report.
+
+Both read the decollated ``engine.state.batch`` (file names, load errors, true landmarks) and
+``engine.state.output`` (predictions) of a MONAI evaluator whose post-processing ran
+:class:`~nnmamba_nets.landmarks.transforms.DecodeLandmarksd`, and write each case as soon as it is done, so a
+failing case never loses the results of the cases before it. They are meant for single-process runs
+(inference and evaluation); under DDP attach them on rank 0 only and give that rank the whole dataset.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.utils import min_version, optional_import
+
+from .io import Landmarks, case_name, convert_coordinate_system, write_markups_json
+from .metrics import SDR_THRESHOLDS_MM, radial_errors, summarize_radial_errors
+
+Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+else:
+    Engine, _ = optional_import("ignite.engine", "0.4.11", min_version, "Engine")
+
+__all__ = ["LandmarkErrorReport", "LandmarkWriter", "case_name_of"]
+
+_AXES = {"RAS": ("r", "a", "s"), "LPS": ("l", "p", "s")}
+
+
+def case_name_of(item: dict, image_key: str = "image", name_key: str | None = None) -> tuple[str, str]:
+    """``(image file, case name)`` of one decollated item.
+
+    Args:
+        item: one case of ``engine.state.batch``.
+        image_key: key of the input image, whose ``filename_or_obj`` metadata names the file.
+        name_key: key of the input file name, used first when given (e.g. with
+            :class:`nnmamba_nets.common.datasets.ErrorTolerantDataset`, whose tensors carry no metadata).
+
+    Returns:
+        the file and its name without the image extension.
+    """
+    source = str(item.get(name_key) or "") if name_key is not None else ""
+    if not source:
+        meta = getattr(item.get(image_key), "meta", None) or {}
+        source = str(meta.get("filename_or_obj", ""))
+    if not source:
+        raise ValueError(f"cannot name the case: no {name_key!r} and no {image_key!r} file name metadata; keys: {list(item)}.")
+    return source, case_name(source)
+
+
+class _CsvTable:
+    """A CSV file started with a header and appended to row by row (flushed each time)."""
+
+    def __init__(self, path: Path, header: Sequence[str]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        with open(path, "w", newline="", encoding="utf-8") as stream:
+            csv.writer(stream).writerow(header)
+
+    def append(self, rows: Sequence[Sequence[object]]) -> None:
+        with open(self.path, "a", newline="", encoding="utf-8") as stream:
+            csv.writer(stream).writerows(rows)
+
+
+def _format(value: float) -> str:
+    return f"{value:.4f}"
+
+
+def _cell(value: object, float_format: str) -> str:
+    """A summary-table cell: text and counts as they are, floats with ``float_format``."""
+    return float_format.format(value) if isinstance(value, float) else str(value)
+
+
+def _cases(engine: Engine) -> list[tuple[dict, dict]]:
+    """``(batch item, output item)`` pairs of the current iteration."""
+    batch, output = engine.state.batch, engine.state.output
+    if not isinstance(batch, list) or not isinstance(output, list):
+        raise TypeError("landmark handlers need decollated batches: create the evaluator with decollate=True.")
+    return list(zip(batch, output))
+
+
+class LandmarkWriter:
+    """Write each predicted case as a Slicer markups JSON (``<case>.mrk.json``) and one row of a CSV table.
+
+    CSV columns: ``image``, ``case``, per landmark its three coordinates (``<name>_l``, ``_p``, ``_s`` in LPS or
+    ``_r``, ``_a``, ``_s`` in RAS) and ``<name>_confidence``, then ``error``. Two inputs with the same file name
+    (from different folders) are written as ``<case>`` and ``<case>_2``. A case whose input failed (non-empty
+    ``error_key``, see :class:`nnmamba_nets.common.datasets.ErrorTolerantDataset`) gets a row with its error and
+    no markups file; the other cases are written as usual.
+
+    Args:
+        output_dir: output folder.
+        names: landmark names in channel order.
+        pred_key: prefix of the decoded keys (``<pred_key>_landmarks`` world RAS coordinates and
+            ``<pred_key>_confidence``). Defaults to ``"pred"``.
+        image_key: key of the input image (for its file name metadata). Defaults to ``"image"``.
+        name_key: key of the input file name, used before the image metadata. Defaults to None.
+        error_key: key of a load-error message. Defaults to ``"error"``.
+        coordinate_system: ``"LPS"`` (Slicer's file default) or ``"RAS"`` for the JSON and the CSV.
+            Defaults to ``"LPS"``.
+        csv_name: name of the CSV table in ``output_dir``. Defaults to ``"landmarks.csv"``.
+        heatmap_key: when set, key of (K, d, h, w) heatmaps to save as ``<case>_heatmaps.nii.gz`` (4D, one volume
+            per landmark, on the network input grid). Defaults to None (not saved).
+        affine_key: output key of the network input image (``MetaTensor``) or its (4, 4) affine, for the heatmap
+            files. Defaults to ``"image"``.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        names: Sequence[str],
+        pred_key: str = "pred",
+        image_key: str = "image",
+        name_key: str | None = None,
+        error_key: str = "error",
+        coordinate_system: str = "LPS",
+        csv_name: str = "landmarks.csv",
+        heatmap_key: str | None = None,
+        affine_key: str = "image",
+    ) -> None:
+        if coordinate_system not in _AXES:
+            raise ValueError(f"coordinate_system must be one of {tuple(_AXES)}, got {coordinate_system!r}.")
+        self.output_dir = Path(output_dir)
+        self.names = list(names)
+        self.pred_key = pred_key
+        self.image_key = image_key
+        self.name_key = name_key
+        self.error_key = error_key
+        self.coordinate_system = coordinate_system
+        self.csv_name = csv_name
+        self.heatmap_key = heatmap_key
+        self.affine_key = affine_key
+        self.table: _CsvTable | None = None
+        self.written: set[str] = set()
+        self.logger = logging.getLogger(__name__)
+
+    def attach(self, engine: Engine) -> None:
+        """Start the CSV when the run starts and write every case at the end of its iteration."""
+        engine.add_event_handler(Events.STARTED, self.start)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def start(self, engine: Engine | None = None) -> None:
+        """(Re)create the CSV table with its header."""
+        header = ["image", "case"]
+        for name in self.names:
+            header += [f"{name}_{axis}" for axis in _AXES[self.coordinate_system]] + [f"{name}_confidence"]
+        self.table = _CsvTable(self.output_dir / self.csv_name, header + ["error"])
+        self.written = set()
+
+    def _unique(self, case: str, source: str) -> str:
+        """``case``, or ``case_<n>`` when an earlier input of this run had the same name (never overwrite it)."""
+        unique, number = case, 1
+        while unique in self.written:
+            number += 1
+            unique = f"{case}_{number}"
+        if unique != case:
+            self.logger.warning("%s: another input is also named %r; writing it as %r", source, case, unique)
+        self.written.add(unique)
+        return unique
+
+    def _write_case(self, item: dict, source: str, case: str) -> list[object]:
+        """Write one predicted case (an output item) and return its CSV row."""
+        points = item[f"{self.pred_key}_landmarks"].detach().cpu().double().numpy()
+        confidence = item[f"{self.pred_key}_confidence"].detach().cpu().double().numpy()
+        if points.shape != (len(self.names), 3):
+            raise ValueError(f"{source}: expected {len(self.names)} predicted landmarks, got shape {points.shape}.")
+        markups_file = self.output_dir / f"{case}.mrk.json"
+        write_markups_json(markups_file, Landmarks(self.names, points, confidence), self.coordinate_system, case)
+        if self.heatmap_key is not None:
+            affine = item[self.affine_key]
+            affine = getattr(affine, "affine", affine).detach().cpu().double().numpy()
+            heatmaps = item[self.heatmap_key].detach().cpu().float().numpy()
+            nib.save(nib.Nifti1Image(np.moveaxis(heatmaps, 0, -1), affine), self.output_dir / f"{case}_heatmaps.nii.gz")
+        self.logger.info("%s: wrote %s", case, markups_file)
+        row: list[object] = [source, case]
+        for position, value in zip(convert_coordinate_system(points, "RAS", self.coordinate_system), confidence):
+            row += [_format(v) for v in position] + [_format(value)]
+        return row + [""]
+
+    def __call__(self, engine: Engine) -> None:
+        """Write the cases of the current iteration."""
+        if self.table is None:
+            self.start()
+        rows = []
+        for batch_item, output_item in _cases(engine):
+            source, case = case_name_of(batch_item, self.image_key, self.name_key)
+            case = self._unique(case, source)
+            error = str(batch_item.get(self.error_key) or "")
+            if error:
+                self.logger.error("%s: no landmarks, the input failed: %s", source, error)
+                rows.append([source, case] + [""] * (4 * len(self.names)) + [error])
+            else:
+                rows.append(self._write_case(output_item, source, case))
+        self.table.append(rows)  # type: ignore[union-attr]
+
+
+class LandmarkErrorReport:
+    """Per-case, per-landmark radial errors to CSV, and a summary table (MRE, SD, median, max, SDR) per landmark.
+
+    Files in ``output_dir``: ``landmark_errors.csv`` (one row per case and landmark: true and predicted RAS
+    coordinates, error in mm, confidence; written case by case) and ``landmark_summary.csv`` (written when the run
+    completes, also logged as a table).
+
+    Args:
+        output_dir: output folder.
+        names: landmark names in channel order.
+        pred_key: prefix of the decoded keys (``<pred_key>_landmarks``, ``<pred_key>_confidence``).
+            Defaults to ``"pred"``.
+        label_key: batch key of the true (K, 3) world RAS landmarks. Defaults to ``"landmarks"``.
+        image_key: key of the input image (for the file name). Defaults to ``"image"``.
+        thresholds: SDR thresholds in mm. Defaults to 2, 2.5, 3 and 4.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        names: Sequence[str],
+        pred_key: str = "pred",
+        label_key: str = "landmarks",
+        image_key: str = "image",
+        thresholds: Sequence[float] = SDR_THRESHOLDS_MM,
+    ) -> None:
+        self.output_dir = Path(output_dir)
+        self.names = list(names)
+        self.pred_key = pred_key
+        self.label_key = label_key
+        self.image_key = image_key
+        self.thresholds = tuple(thresholds)
+        self.errors: list[torch.Tensor] = []
+        self.table: _CsvTable | None = None
+        self.summary: list[dict] = []
+        self.logger = logging.getLogger(__name__)
+
+    def attach(self, engine: Engine) -> None:
+        """Reset at the start, record every iteration, summarise at the end of the run."""
+        engine.add_event_handler(Events.STARTED, self.start)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+        engine.add_event_handler(Events.COMPLETED, self.write_summary)
+
+    def start(self, engine: Engine | None = None) -> None:
+        """Forget earlier cases and recreate the per-case table."""
+        self.errors = []
+        header = ["image", "case", "landmark", "true_r", "true_a", "true_s", "pred_r", "pred_a", "pred_s"]
+        self.table = _CsvTable(self.output_dir / "landmark_errors.csv", header + ["error_mm", "confidence"])
+
+    def __call__(self, engine: Engine) -> None:
+        """Record the errors of the cases of the current iteration."""
+        if self.table is None:
+            self.start()
+        rows = []
+        for batch_item, output_item in _cases(engine):
+            source, case = case_name_of(batch_item, self.image_key)
+            predicted = output_item[f"{self.pred_key}_landmarks"].detach().cpu().double()
+            target = torch.as_tensor(batch_item[self.label_key]).detach().cpu().double()
+            confidence = output_item[f"{self.pred_key}_confidence"].detach().cpu().double()
+            errors = radial_errors(predicted, target)
+            if errors.shape != (len(self.names),):
+                raise ValueError(f"{source}: expected {len(self.names)} landmarks, got errors of shape {tuple(errors.shape)}.")
+            self.errors.append(errors)
+            for name, true_point, point, error, value in zip(self.names, target, predicted, errors, confidence):
+                rows.append([source, case, name, *map(_format, true_point.tolist()), *map(_format, point.tolist()),
+                             _format(float(error)), _format(float(value))])
+        self.table.append(rows)  # type: ignore[union-attr]
+
+    def write_summary(self, engine: Engine | None = None) -> list[dict]:
+        """Write ``landmark_summary.csv``, log it and return its rows."""
+        if not self.errors:
+            raise ValueError("LandmarkErrorReport saw no cases; nothing to summarise.")
+        self.summary = summarize_radial_errors(torch.stack(self.errors), self.names, self.thresholds)
+        header = list(self.summary[0])
+        table = _CsvTable(self.output_dir / "landmark_summary.csv", header)
+        table.append([[_cell(row[k], "{:.4g}") for k in header] for row in self.summary])
+        widths = [max(len(h), 9) for h in header]
+        lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths))]
+        for row in self.summary:
+            lines.append("  ".join(_cell(row[k], "{:.3f}").rjust(w) for k, w in zip(header, widths)))
+        self.logger.info("landmark errors over %d cases (mm; SDR = fraction within the threshold):\n%s",
+                         len(self.errors), "\n".join(lines))
+        return self.summary

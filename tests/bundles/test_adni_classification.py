@@ -1,0 +1,151 @@
+"""Tests of the bundle bundles/nnmamba_adni_classification (AD vs NC classification with nnMambaEncoder).
+
+Everything runs on a tiny synthetic dataset generated into tmp_path; nothing depends on the demo cache.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+
+import pytest
+from monai.bundle import ConfigParser, ConfigWorkflow, verify_net_in_out
+from monai.bundle.reference_resolver import ReferenceResolver
+
+from nnmamba_nets.data.adni import check_subject_disjoint
+from tests.utils import BUNDLES_DIR, REPO_ROOT, cli_overrides, run_bundle
+
+BUNDLE = BUNDLES_DIR / "nnmamba_adni_classification"
+CONFIGS = BUNDLE / "configs"
+META = str(CONFIGS / "metadata.json")
+LOGGING = str(CONFIGS / "logging.conf")
+TRAIN = str(CONFIGS / "train.yaml")
+NETWORK = {"spatial_size": [24, 24, 24], "channels": 4, "blocks": 1}
+TINY = {**NETWORK, "demo_num_subjects": 12, "demo_image_size": 24, "batch_size": 4, "num_workers": 0}
+
+
+def tiny_overrides(tmp_path) -> dict:
+    return {**TINY, "bundle_root": str(tmp_path), "dataset_dir": str(tmp_path / "data")}
+
+
+def test_metadata_verifies_offline_with_the_cli():
+    schema = REPO_ROOT / "schemas" / "monai_meta_schema.json"
+    result = run_bundle("verify_metadata", "--meta_file", META, "--filepath", str(schema), timeout=300)
+    assert "metadata is verified with no error" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("mamba_seq", [False, True])
+def test_network_matches_metadata(mamba_seq):
+    verify_net_in_out(net_id="network_def", meta_file=META, config_file=TRAIN, device="cpu", mamba_seq=mamba_seq)
+
+
+@pytest.mark.parametrize(
+    "config_files, workflow_type", [([TRAIN], "train"), ([str(CONFIGS / "inference.yaml")], "infer")]
+)
+def test_check_properties_is_clean(tmp_path, config_files, workflow_type):
+    workflow = ConfigWorkflow(
+        config_file=config_files, meta_file=META, workflow_type=workflow_type, **tiny_overrides(tmp_path)
+    )
+    workflow.initialize()
+    assert workflow.check_properties() == []
+
+
+def unresolved_references(parser: ConfigParser) -> set[str]:
+    refs = ReferenceResolver.find_refs_in_config(parser.get(), id="")
+    return {ref for ref in refs if ref not in parser}
+
+
+@pytest.mark.parametrize("extra", ["multi_gpu_train.yaml", "evaluate.yaml"])
+def test_merged_configs_parse_and_resolve(extra):
+    parser = ConfigParser()
+    parser.read_config([TRAIN, str(CONFIGS / extra)])
+    parser.parse()
+    assert unresolved_references(parser) == set()
+    if extra == "multi_gpu_train.yaml":
+        assert parser["network"]["_target_"] == "torch.nn.parallel.DistributedDataParallel"
+        assert parser["train#dataloader#sampler"].replace("::", "#") == "@train#sampler"
+        assert parser["validate#dataloader#sampler"].replace("::", "#") == "@validate#sampler"
+        assert parser["train#sampler#_target_"] == parser["validate#sampler#_target_"] == "DistributedSampler"
+        assert any("destroy_process_group" in expression for expression in parser["finalize"])
+
+
+@pytest.mark.slow
+def test_bad_csv_stops_training_with_a_clear_error(tmp_path):
+    (tmp_path / "a.nii.gz").touch()
+    (tmp_path / "data.csv").write_text("image,label\na.nii.gz,AD\nb.nii.gz,NC\n")
+    result = run_bundle(
+        "run",
+        "training",
+        "--config_file",
+        TRAIN,
+        "--data_csv",
+        str(tmp_path / "data.csv"),
+        "--bundle_root",
+        str(tmp_path),
+        cwd=BUNDLE,
+        check=False,
+        timeout=600,
+    )
+    assert result.returncode != 0
+    assert "lists 1 image file(s) that do not exist: b.nii.gz (line 3)" in result.stderr
+
+
+def read_csv(path) -> list[dict]:
+    with open(path, newline="") as stream:
+        return list(csv.DictReader(stream))
+
+
+@pytest.mark.slow
+def test_train_resume_evaluate_and_infer_through_the_cli(tmp_path):
+    overrides = cli_overrides(tiny_overrides(tmp_path))
+    train = ["run", "training", "--config_file", TRAIN, "--meta_file", META, "--logging_file", LOGGING, *overrides]
+
+    run_bundle(*train, "--num_epochs", "2", cwd=BUNDLE, timeout=900)
+    models = tmp_path / "models"
+    assert (models / "model.pt").is_file() and (models / "checkpoint_epoch=2.pt").is_file()
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path / "eval"))
+    datalist = json.loads((tmp_path / "eval" / "datalist.json").read_text())
+    check_subject_disjoint(datalist)
+    assert all(datalist[split] for split in ("training", "validation", "test"))
+
+    resumed = run_bundle(*train, "--num_epochs", "3", "--resume", "true", cwd=BUNDLE, timeout=900)
+    assert "resuming from iteration" in resumed.stdout + resumed.stderr
+    assert "epoch 2 until 3 epochs" in resumed.stdout + resumed.stderr
+    assert (models / "checkpoint_epoch=3.pt").is_file() and not (models / "checkpoint_epoch=2.pt").exists()
+
+    evaluate = ["run", "--config_file", f"['{TRAIN}','{CONFIGS / 'evaluate.yaml'}']", "--logging_file", LOGGING]
+    run_bundle(*evaluate, *overrides, cwd=BUNDLE, timeout=900)
+    metrics = json.loads((tmp_path / "eval" / "test" / "metrics.json").read_text())
+    assert metrics["num_images"] == len(datalist["test"]) and metrics["num_failed"] == 0
+    assert sum(map(sum, metrics["confusion_matrix"])) == len(datalist["test"])
+    for name in ("auc", "accuracy", "f1", "sensitivity", "specificity", "balanced_accuracy"):
+        assert name in metrics
+    assert 0.0 <= metrics["accuracy"] <= 1.0
+    assert len(read_csv(tmp_path / "eval" / "test" / "predictions.csv")) == len(datalist["test"])
+    assert (tmp_path / "eval" / "test" / "confusion_matrix.csv").is_file()
+
+    # inference over a folder with two good images, a truncated NIfTI and a text file named .nii
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    good = [item["image"] for item in datalist["test"][:2]]
+    for path in good:
+        shutil.copy(path, inputs)
+    (inputs / "broken.nii.gz").write_bytes(open(good[0], "rb").read()[:2000])
+    (inputs / "notes.nii").write_text("not an image")
+    infer = ["run", "--config_file", str(CONFIGS / "inference.yaml"), "--logging_file", LOGGING]
+    run_bundle(
+        *infer,
+        *cli_overrides({**NETWORK, "bundle_root": str(tmp_path), "input_data": str(inputs)}),
+        cwd=BUNDLE,
+        timeout=900,
+    )
+    rows = {os.path.basename(row["image"]): row for row in read_csv(tmp_path / "eval" / "predictions.csv")}
+    assert sorted(rows) == sorted(["broken.nii.gz", "notes.nii"] + [os.path.basename(p) for p in good])
+    for name in ("broken.nii.gz", "notes.nii"):
+        assert rows[name]["error"] and rows[name]["prob_AD"] == "" and rows[name]["predicted"] == ""
+    for path in good:
+        row = rows[os.path.basename(path)]
+        assert row["error"] == "" and row["predicted"] in ("NC", "AD")
+        assert float(row["prob_NC"]) + float(row["prob_AD"]) == pytest.approx(1.0, abs=1e-5)

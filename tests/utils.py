@@ -1,0 +1,72 @@
+"""Helpers shared by the tests: running the MONAI bundle CLI (or any module) in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BUNDLES_DIR = REPO_ROOT / "bundles"
+
+
+def cli_overrides(overrides: Mapping[str, Any]) -> list[str]:
+    """``{"demo#size": 32, "roi_size": [32, 32, 32]}`` -> ``["--demo#size", "32", "--roi_size", "[32, 32, 32]"]``.
+
+    Strings are passed as they are; other values as JSON (``true``, ``null``, lists), which the
+    MONAI bundle CLI (python-fire) parses back.
+    """
+    args = []
+    for key, value in overrides.items():
+        args += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
+    return args
+
+
+def run_module(
+    module: str,
+    *args: str,
+    cwd: str | os.PathLike | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 900,
+    check: bool = True,
+    launcher: tuple[str, ...] = (),
+) -> subprocess.CompletedProcess:
+    """Run ``python [launcher...] -m <module> <args...>`` with this interpreter and capture its output.
+
+    Args:
+        module: module to run, e.g. ``"monai.bundle"``.
+        args: its command-line arguments.
+        cwd: working folder. Defaults to the current one.
+        env: variables added to (or replacing those of) the current environment.
+        timeout: seconds before the run is killed.
+        check: raise ``AssertionError`` with the output's tail when the exit status is not 0.
+        launcher: arguments between the interpreter and ``-m``, e.g.
+            ``("-m", "torch.distributed.run", "--nproc_per_node", "2")`` (then ``-m <module>`` follows).
+
+    Returns:
+        the finished process (``stdout``/``stderr`` as text).
+    """
+    command = [sys.executable, *launcher, "-m", module, *args]
+    process = subprocess.run(
+        command,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and process.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(command)} exited with {process.returncode}\n"
+            f"--- stdout (tail) ---\n{process.stdout[-4000:]}\n--- stderr (tail) ---\n{process.stderr[-6000:]}"
+        )
+    return process
+
+
+def run_bundle(command: str, *args: str, **kwargs: Any) -> subprocess.CompletedProcess:
+    """``python -m monai.bundle <command> <args...>``; keyword arguments as for :func:`run_module`."""
+    return run_module("monai.bundle", command, *args, **kwargs)
