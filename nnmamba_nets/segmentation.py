@@ -31,10 +31,10 @@ from monai.utils import convert_to_numpy
 
 __all__ = [
     "BRATS_REGIONS",
+    "BratsHausdorffDistanceMetric",
     "ConvertBratsRegionsToLabels",
     "ConvertBratsRegionsToLabelsd",
     "SaveLikeReferenced",
-    "BratsHausdorffDistanceMetric",
     "region_output_transform",
 ]
 
@@ -166,7 +166,7 @@ class SaveLikeReferenced(MapTransform):
         if not name:
             name = os.path.basename(reference_file)
             for extension in (".nii.gz", ".nii"):
-                name = name[: -len(extension)] if name.endswith(extension) else name
+                name = name.removesuffix(extension)
         return f"{name}{self.output_postfix}.nii.gz"
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:

@@ -51,8 +51,9 @@ def run_module(
         the finished process (``stdout``/``stderr`` as text).
     """
     command = [sys.executable, *launcher, "-m", module, *args]
-    process = subprocess.run(
+    process = subprocess.run(  # the exit status is checked below, with the output in the message
         command,
+        check=False,
         cwd=cwd,
         env={**os.environ, **(env or {})},
         capture_output=True,

@@ -41,24 +41,24 @@ from nnmamba_nets.common.files import write_text_atomic
 from nnmamba_nets.data import phantom
 
 __all__ = [
-    "MODALITIES",
-    "LABEL_NCR",
+    "DATALIST_KEYS",
     "LABEL_ED",
     "LABEL_ET",
-    "DATALIST_KEYS",
-    "find_brats_cases",
-    "split_cases",
-    "prepare_brats_datalist",
-    "load_datalist",
-    "check_brats_case",
-    "partition_valid_cases",
-    "require_valid_cases",
-    "raise_for_rejected_cases",
-    "synthetic_brats_case",
-    "generate_synthetic_brats",
-    "demo_brats_dir",
+    "LABEL_NCR",
+    "MODALITIES",
     "brats_datalist",
     "brats_inference_cases",
+    "check_brats_case",
+    "demo_brats_dir",
+    "find_brats_cases",
+    "generate_synthetic_brats",
+    "load_datalist",
+    "partition_valid_cases",
+    "prepare_brats_datalist",
+    "raise_for_rejected_cases",
+    "require_valid_cases",
+    "split_cases",
+    "synthetic_brats_case",
 ]
 
 MODALITIES = ("t1n", "t1c", "t2w", "t2f")
@@ -224,8 +224,7 @@ def load_datalist(datalist_file: str | os.PathLike) -> dict[str, list[dict]]:
 def _case_id_from_path(path: str) -> str:
     name = os.path.basename(path)
     for suffix in (".nii.gz", ".nii"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
+        name = name.removesuffix(suffix)
     return re.sub(rf"-({'|'.join(MODALITIES)})$", "", name)
 
 
@@ -386,9 +385,7 @@ _TISSUE_MEANS = {
 }
 
 
-def synthetic_brats_case(
-    rng: np.random.Generator, shape: Sequence[int]
-) -> tuple[np.ndarray, np.ndarray]:
+def synthetic_brats_case(rng: np.random.Generator, shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """One synthetic skull-stripped BraTS-like case.
 
     Args:
@@ -450,9 +447,7 @@ def synthetic_brats_case(
     return images, labels
 
 
-def generate_synthetic_brats(
-    output_dir: str | os.PathLike, num_cases: int = 24, size: int = 48, seed: int = 0
-) -> str:
+def generate_synthetic_brats(output_dir: str | os.PathLike, num_cases: int = 24, size: int = 48, seed: int = 0) -> str:
     """Write a deterministic synthetic BraTS-like dataset in the BraTS 2023 layout plus ``datalist.json``.
 
     Each case has its own grid (``size`` +- a few voxels per axis), voxel spacing and LPS-style affine.

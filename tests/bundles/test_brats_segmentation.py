@@ -53,8 +53,16 @@ def test_verify_metadata_offline():
 
 def test_verify_net_in_out():
     result = run_bundle(
-        "verify_net_in_out", "network_def", *META, "--config_file", str(CONFIGS / "inference.yaml"),
-        "--device", "cpu", "--n", "2", env=ENV,
+        "verify_net_in_out",
+        "network_def",
+        *META,
+        "--config_file",
+        str(CONFIGS / "inference.yaml"),
+        "--device",
+        "cpu",
+        "--n",
+        "2",
+        env=ENV,
     )
     assert "data shape of network is verified with no error" in result.stdout + result.stderr
 
@@ -122,7 +130,8 @@ def dataset_with_bad_cases(tmp_path) -> tuple[str, dict[str, str]]:
     wide, corrupt, missing = "BraTS-GLI-00004-000", "BraTS-GLI-00005-000", "BraTS-GLI-00006-000"
     t1n = nib.load(cases[wide]["image"][0])
     nib.save(nib.Nifti1Image(np.stack([np.asanyarray(t1n.dataobj)] * 2, -1), t1n.affine), cases[wide]["image"][0])
-    payload = gzip.compress(gzip.decompress(open(cases[corrupt]["image"][1], "rb").read()))
+    with open(cases[corrupt]["image"][1], "rb") as handle:
+        payload = gzip.compress(gzip.decompress(handle.read()))
     with open(cases[corrupt]["image"][1], "wb") as handle:
         handle.write(payload[: len(payload) // 2])  # truncated: the header reads, the data does not
     os.remove(cases[missing]["image"][3])
@@ -139,9 +148,13 @@ def test_inference_writes_good_cases_and_names_bad_ones(dataset_with_bad_cases, 
     torch.save(nnMambaSeg(4, 3, channels=16, head="logits").state_dict(), models / "model.pt")
     output_dir = tmp_path / "labels"
     result = run_bundle(
-        "run", "--config_file", str(CONFIGS / "inference.yaml"), *META,
+        "run",
+        "--config_file",
+        str(CONFIGS / "inference.yaml"),
+        *META,
         *cli_overrides({**TINY, "dataset_dir": root, "ckpt_dir": str(models), "output_dir": str(output_dir)}),
-        env=ENV, check=False,
+        env=ENV,
+        check=False,
     )
     log = result.stdout + result.stderr
     assert result.returncode != 0
@@ -164,9 +177,14 @@ def test_training_stops_naming_bad_cases(dataset_with_bad_cases, tmp_path):
         os.path.join(root, "BraTS-GLI-00005-000", "BraTS-GLI-00005-000-t1c.nii.gz"),
     )
     result = run_bundle(
-        "run", "training", "--config_file", TRAIN, *META,
+        "run",
+        "training",
+        "--config_file",
+        TRAIN,
+        *META,
         *cli_overrides({**TINY, "dataset_dir": root, "bundle_root": str(tmp_path / "run"), "max_epochs": 1}),
-        env=ENV, check=False,
+        env=ENV,
+        check=False,
     )
     log = result.stdout + result.stderr
     assert result.returncode != 0
@@ -182,7 +200,12 @@ def test_multi_gpu_config_runs_two_cpu_processes(tmp_path):
     root = brats.generate_synthetic_brats(tmp_path / "data", num_cases=14, size=32, seed=4)
     run_dir = tmp_path / "run"
     result = run_module(
-        "monai.bundle", "run", "training", "--config_file", merged("train.yaml", "multi_gpu_train.yaml"), *META,
+        "monai.bundle",
+        "run",
+        "training",
+        "--config_file",
+        merged("train.yaml", "multi_gpu_train.yaml"),
+        *META,
         *cli_overrides({**TINY, "dataset_dir": root, "bundle_root": str(run_dir), "max_epochs": 1, "val_interval": 1}),
         launcher=("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"),
         env={"OMP_NUM_THREADS": "1"},

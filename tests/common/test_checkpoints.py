@@ -26,15 +26,17 @@ def test_best_model_saver_state_round_trip(tmp_path):
     def score(engine: Engine) -> None:
         engine.state.metrics["val_mean_dice"] = next(scores)
 
-    saver = BestModelSaver(str(tmp_path), {"model": network}, key_metric_name="val_mean_dice",
-                           key_metric_filename="model.pt")
+    saver = BestModelSaver(
+        str(tmp_path), {"model": network}, key_metric_name="val_mean_dice", key_metric_filename="model.pt"
+    )
     saver.attach(engine)
     engine.run([0], max_epochs=3)
     state = saver.state_dict()
     assert [item[0] for item in state["_saved"]] == [0.9] and (tmp_path / "model.pt").is_file()
     # a fresh saver that restored the record keeps model.pt when the next score is worse
-    restored = BestModelSaver(str(tmp_path), {"model": network}, key_metric_name="val_mean_dice",
-                              key_metric_filename="model.pt")
+    restored = BestModelSaver(
+        str(tmp_path), {"model": network}, key_metric_name="val_mean_dice", key_metric_filename="model.pt"
+    )
     restored.load_state_dict(state)
     stamp = (tmp_path / "model.pt").stat().st_mtime_ns
     engine.state.metrics["val_mean_dice"] = 0.8

@@ -120,7 +120,8 @@ def test_case_checks_name_the_case_and_the_problem(synthetic_dir, tmp_path):
     reference = nib.load(cases[wide]["image"][0])
     two_channels = np.stack([np.asanyarray(reference.dataobj)] * 2, axis=-1)
     nib.save(nib.Nifti1Image(two_channels, reference.affine), cases[wide]["image"][0])
-    payload = gzip.decompress(open(cases[truncated]["image"][2], "rb").read())
+    with open(cases[truncated]["image"][2], "rb") as handle:
+        payload = gzip.decompress(handle.read())
     with open(cases[truncated]["image"][2], "wb") as handle:
         handle.write(gzip.compress(payload)[:2000])
 
