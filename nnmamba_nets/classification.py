@@ -414,8 +414,8 @@ def list_images(source: str, split: str | None = None, image_column: str = "imag
         source: a folder (its ``*.nii``/``*.nii.gz`` files, sorted), a ``.json`` datalist (a list of
             items with ``image``, or a dict of such lists), or a ``.csv`` with an ``image_column``
             (relative paths are relative to the file's folder).
-        split: for a JSON dict, the key to take (default: all lists); for a CSV with a ``split``
-            column, the rows to take (default: all rows).
+        split: for a JSON dict, the key to take; for a CSV with a ``split`` column, the rows to take.
+            None or ``""`` (the bundle CLI cannot pass None) take everything. Defaults to None.
         image_column: CSV column of the image paths. Defaults to "image".
 
     Returns:
@@ -424,6 +424,7 @@ def list_images(source: str, split: str | None = None, image_column: str = "imag
     Raises:
         ValueError: the source does not exist, has no images, or lacks the split or column.
     """
+    split = split or None
     if os.path.isdir(source):
         paths = sorted(
             p for p in glob.glob(os.path.join(source, "*")) if p.endswith(NIFTI_SUFFIXES) and os.path.isfile(p)

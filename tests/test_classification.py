@@ -231,7 +231,7 @@ def test_list_images_from_folder_json_and_csv(tmp_path):
 
     (tmp_path / "list.json").write_text(json.dumps({"training": [{"image": "a.nii"}], "test": [{"image": "b.nii.gz"}]}))
     assert [i["image"] for i in list_images(str(tmp_path / "list.json"), split="test")] == [str(tmp_path / "b.nii.gz")]
-    assert len(list_images(str(tmp_path / "list.json"))) == 2
+    assert len(list_images(str(tmp_path / "list.json"))) == len(list_images(str(tmp_path / "list.json"), "")) == 2
 
     (tmp_path / "list.csv").write_text("image,label,split\na.nii,NC,training\nb.nii.gz,AD,test\n")
     assert [i["image"] for i in list_images(str(tmp_path / "list.csv"), split="test")] == [str(tmp_path / "b.nii.gz")]

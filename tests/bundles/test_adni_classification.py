@@ -15,8 +15,8 @@ from monai.bundle import ConfigParser, ConfigWorkflow, verify_net_in_out
 from monai.bundle.reference_resolver import ReferenceResolver
 
 from nnmamba_nets.common.checkpoints import latest_checkpoint
-from nnmamba_nets.data.adni import check_subject_disjoint
-from tests.utils import BUNDLES_DIR, REPO_ROOT, cli_overrides, run_bundle
+from nnmamba_nets.data.adni import check_subject_disjoint, ensure_demo_data
+from tests.utils import BUNDLES_DIR, REPO_ROOT, cli_overrides, run_bundle, run_module
 
 BUNDLE = BUNDLES_DIR / "nnmamba_adni_classification"
 CONFIGS = BUNDLE / "configs"
@@ -112,7 +112,7 @@ def test_train_resume_evaluate_and_infer_through_the_cli(tmp_path):
     check_subject_disjoint(datalist)
     assert all(datalist[split] for split in ("training", "validation", "test"))
 
-    resumed = run_bundle(*train, "--num_epochs", "3", "--resume", "true", cwd=BUNDLE, env=ENV, timeout=900)
+    resumed = run_bundle(*train, "--num_epochs", "3", "--resume", "True", cwd=BUNDLE, env=ENV, timeout=900)
     assert "resuming from iteration" in resumed.stdout + resumed.stderr
     assert "epoch 2 until 3 epochs" in resumed.stdout + resumed.stderr
     assert latest_checkpoint(str(models)) == str(models / "checkpoint_epoch=3.pt")
@@ -152,3 +152,62 @@ def test_train_resume_evaluate_and_infer_through_the_cli(tmp_path):
         row = rows[os.path.basename(path)]
         assert row["error"] == "" and row["predicted"] in ("NC", "AD")
         assert float(row["prob_NC"]) + float(row["prob_AD"]) == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.slow
+def test_multi_gpu_config_trains_with_two_cpu_processes(tmp_path):
+    """multi_gpu_train.yaml under torchrun: DDP with gloo on CPU, 2 ranks, rank 0 writes the models."""
+    configs = f"['{TRAIN}','{CONFIGS / 'multi_gpu_train.yaml'}']"
+    overrides = cli_overrides({**tiny_overrides(tmp_path), "batch_size": 2, "num_epochs": 1})
+    launcher = ("-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2")
+    result = run_module(
+        "monai.bundle",
+        "run",
+        "training",
+        "--config_file",
+        configs,
+        "--logging_file",
+        LOGGING,
+        *overrides,
+        cwd=BUNDLE,
+        env={"OMP_NUM_THREADS": "1"},
+        launcher=launcher,
+        timeout=900,
+    )
+    assert "val_auc" in result.stdout + result.stderr
+    assert (tmp_path / "models" / "model.pt").is_file()
+    assert (tmp_path / "models" / "checkpoint_epoch=1.pt").is_file()
+
+
+@pytest.mark.slow
+def test_three_classes_with_a_drawn_subject_split(tmp_path):
+    """class_names of 3 -> 3 logits and CE; a CSV without split column -> subjects drawn into splits."""
+    demo_csv = ensure_demo_data(str(tmp_path / "data"), num_subjects=18, spatial_size=24)
+    rows = read_csv(demo_csv)
+    with open(tmp_path / "three.csv", "w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["image", "label", "subject_id"])
+        for row in rows:
+            label = ("NC", "MCI", "AD")[int(row["subject_id"][4:]) % 3]
+            writer.writerow([os.path.join(os.path.dirname(demo_csv), row["image"]), label, row["subject_id"]])
+    overrides = cli_overrides(
+        {
+            **NETWORK,
+            "class_names": ["NC", "MCI", "AD"],
+            "data_csv": str(tmp_path / "three.csv"),
+            "bundle_root": str(tmp_path),
+            "num_workers": 0,
+            "batch_size": 4,
+            "num_epochs": 1,
+        }
+    )
+    run_bundle("run", "training", "--config_file", TRAIN, "--logging_file", LOGGING, *overrides, cwd=BUNDLE, env=ENV)
+    datalist = json.loads((tmp_path / "eval" / "datalist.json").read_text())
+    check_subject_disjoint(datalist)
+    assert {item["label"] for item in datalist["training"]} == {0, 1, 2}
+
+    evaluate = f"['{TRAIN}','{CONFIGS / 'evaluate.yaml'}']"
+    run_bundle("run", "--config_file", evaluate, "--logging_file", LOGGING, *overrides, cwd=BUNDLE, env=ENV)
+    metrics = json.loads((tmp_path / "eval" / "test" / "metrics.json").read_text())
+    assert metrics["class_names"] == ["NC", "MCI", "AD"] and len(metrics["confusion_matrix"]) == 3
+    assert list(read_csv(tmp_path / "eval" / "test" / "predictions.csv")[0])[2:5] == ["prob_NC", "prob_MCI", "prob_AD"]
