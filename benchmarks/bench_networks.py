@@ -10,10 +10,9 @@ Configurations (same network, same weights, same results):
   tell the two changes apart.
 
 Passes: ``forward`` (``eval()`` under ``torch.no_grad()``, inference) and ``train`` (``train()``
-forward + backward of a scalar loss). The baseline's backward goes through the sequential loop
-step by step, and the gradient of each step's slice is a full (batch, d_inner, L, d_state) tensor,
-so its cost grows with L**2: by default it runs only for inputs up to 32^3
-(``--baseline-train-max-side``); at 128^3 it would take days.
+forward + backward of a scalar loss). The baseline's backward keeps PyTorch's autograd graph of the
+whole sequential loop, so its peak memory is large (about 14 GiB at 1x4x128^3): by default it runs
+only for inputs up to 96^3 (``--baseline-train-max-side 128`` includes the larger one).
 
 Memory: every case runs in a fresh subprocess. After a warm-up pass on a 32^3 input (which loads
 the libraries and compiles the numba kernels), the case records ``resource.getrusage`` ``ru_maxrss``
@@ -122,9 +121,9 @@ def main() -> None:
                         help=f"comma-separated subset of {tuple(CONFIGS)}. Default: fast,baseline")
     parser.add_argument("--repeats", type=int, default=1, help="timed passes per case (median reported). Default: 1")
     parser.add_argument("--channels", type=int, default=32, help="network width. Default: 32 (the paper's)")
-    parser.add_argument("--baseline-train-max-side", type=int, default=32,
-                        help="largest side for the baseline's train pass (its backward is quadratic in the "
-                             "token count). Default: 32")
+    parser.add_argument("--baseline-train-max-side", type=int, default=96,
+                        help="largest side for the baseline's train pass (about 14 GiB of memory at 128). "
+                             "Default: 96")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:

@@ -63,6 +63,30 @@ def test_cpu_backend_matches_torch_backend(batch: int, length: int, d_state: int
                                    msg=lambda m, n=name: f"gradient of {n}: {m}")
 
 
+@pytest.mark.parametrize("lanes", [8, 16, 32, 64])
+def test_cpu_backend_channel_blocks(lanes: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every block width the kernels may pick, with a part-filled last block and 3 chunks of positions."""
+    from nnmamba_nets.ssm import cpu_scan
+
+    monkeypatch.setattr(cpu_scan, "_lanes_for", lambda n_batch, n_dim, n_threads: lanes)
+    inputs = make_scan_inputs(2, 70, 2 * cpu_scan._CHUNK + 5, 16, True, True, True, True, seed=7)
+    out_cpu, grads_cpu = run_with_grads("cpu", inputs, True)
+    out_torch, grads_torch = run_with_grads("torch", inputs, True)
+    torch.testing.assert_close(out_cpu, out_torch, rtol=1e-4, atol=1e-4)
+    for name in ARG_NAMES:
+        scale = grads_torch[name].abs().max().item() + 1e-6
+        torch.testing.assert_close(grads_cpu[name] / scale, grads_torch[name] / scale, rtol=1e-4, atol=1e-4,
+                                   msg=lambda m, n=name: f"gradient of {n}: {m}")
+
+
+@pytest.mark.parametrize("n_batch,n_dim,n_threads,expected", [(1, 128, 2, 64), (1, 192, 2, 32), (1, 6, 2, 8),
+                                                               (1, 128, 16, 8), (3, 1000, 16, 64)])
+def test_cpu_backend_block_width(n_batch: int, n_dim: int, n_threads: int, expected: int) -> None:
+    from nnmamba_nets.ssm.cpu_scan import _lanes_for
+
+    assert _lanes_for(n_batch, n_dim, n_threads) == expected
+
+
 @pytest.mark.parametrize("backend", ["cpu", "torch"])
 def test_backends_match_sequential_oracle(backend: str) -> None:
     inputs = make_scan_inputs(2, 5, 150, 16, True, True, True, True, seed=3)
