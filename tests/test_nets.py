@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -443,3 +445,10 @@ def test_res_layer_matches_functional_recomputation():
     with torch.no_grad():
         torch.testing.assert_close(layer(x), f_res_layer(x.double(), as_float64(state), "", 3).float(),
                                    rtol=1e-4, atol=1e-5)
+
+
+def test_importing_the_networks_does_not_import_monai():
+    """The networks need only torch (and numba); MONAI is imported when a landmark transform is used."""
+    code = ("import sys, nnmamba_nets; assert 'monai' not in sys.modules, 'monai imported'; "
+            "from nnmamba_nets.landmarks import LoadLandmarksd; assert 'monai' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -17,12 +16,13 @@ BUNDLES_DIR = REPO_ROOT / "bundles"
 def cli_overrides(overrides: Mapping[str, Any]) -> list[str]:
     """``{"demo#size": 32, "roi_size": [32, 32, 32]}`` -> ``["--demo#size", "32", "--roi_size", "[32, 32, 32]"]``.
 
-    Strings are passed as they are; other values as JSON (``true``, ``null``, lists), which the
-    MONAI bundle CLI (python-fire) parses back.
+    Strings are passed as they are; other values as Python literals (``True``, ``None``, lists),
+    which the MONAI bundle CLI (python-fire) parses back. JSON's ``true``/``false`` would reach the
+    config as the strings "true"/"false", and both are truthy.
     """
     args = []
     for key, value in overrides.items():
-        args += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
+        args += [f"--{key}", value if isinstance(value, str) else repr(value)]
     return args
 
 
@@ -71,3 +71,19 @@ def run_module(
 def run_bundle(command: str, *args: str, **kwargs: Any) -> subprocess.CompletedProcess:
     """``python -m monai.bundle <command> <args...>``; keyword arguments as for :func:`run_module`."""
     return run_module("monai.bundle", command, *args, **kwargs)
+
+
+def assert_metadata_verifies(configs: Path) -> None:
+    """``monai.bundle verify_metadata`` of ``configs/metadata.json`` against the schema shipped in the repo (offline)."""
+    schema = REPO_ROOT / "schemas" / "monai_meta_schema.json"
+    result = run_bundle("verify_metadata", "--meta_file", str(configs / "metadata.json"), "--filepath", str(schema),
+                        timeout=300)
+    assert "metadata is verified with no error" in result.stdout + result.stderr
+
+
+def assert_net_in_out_verifies(configs: Path, config_name: str = "inference.yaml") -> None:
+    """``monai.bundle verify_net_in_out`` of ``network_def`` in ``configs/config_name`` on CPU (2 random inputs)."""
+    meta = ["--meta_file", str(configs / "metadata.json"), "--logging_file", str(configs / "logging.conf")]
+    result = run_bundle("verify_net_in_out", "network_def", *meta, "--config_file", str(configs / config_name),
+                        "--device", "cpu", "--n", "2", env={"OMP_NUM_THREADS": "2"})
+    assert "data shape of network is verified with no error" in result.stdout + result.stderr

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 
 __all__ = ["write_text_atomic"]
 
@@ -19,9 +19,10 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    handle, tmp_path = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    # a fresh, exclusive name; created by open() so the file gets the usual umask-based permissions
+    tmp_path = os.path.join(folder, f".tmp-{os.getpid()}-{secrets.token_hex(4)}-{os.path.basename(path)}")
     try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
+        with open(tmp_path, "x", encoding="utf-8", newline="") as stream:
             stream.write(text)
         os.replace(tmp_path, path)
     except BaseException:

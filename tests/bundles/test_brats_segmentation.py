@@ -18,7 +18,7 @@ from monai.bundle import ConfigWorkflow
 
 from nnmamba_nets.data import brats
 from nnmamba_nets.nets import nnMambaSeg
-from tests.utils import BUNDLES_DIR, cli_overrides, run_bundle, run_module
+from tests.utils import BUNDLES_DIR, assert_metadata_verifies, assert_net_in_out_verifies, cli_overrides, run_bundle, run_module
 
 BUNDLE = BUNDLES_DIR / "nnmamba_brats_segmentation"
 CONFIGS = BUNDLE / "configs"
@@ -46,25 +46,11 @@ def test_check_properties(config, workflow_type):
 
 
 def test_verify_metadata_offline():
-    schema = BUNDLES_DIR.parent / "schemas" / "monai_meta_schema.json"
-    result = run_bundle("verify_metadata", "--meta_file", str(CONFIGS / "metadata.json"), "--filepath", str(schema))
-    assert "metadata is verified with no error" in result.stdout + result.stderr
+    assert_metadata_verifies(CONFIGS)
 
 
 def test_verify_net_in_out():
-    result = run_bundle(
-        "verify_net_in_out",
-        "network_def",
-        *META,
-        "--config_file",
-        str(CONFIGS / "inference.yaml"),
-        "--device",
-        "cpu",
-        "--n",
-        "2",
-        env=ENV,
-    )
-    assert "data shape of network is verified with no error" in result.stdout + result.stderr
+    assert_net_in_out_verifies(CONFIGS)
 
 
 def assert_same_grid_and_header(output_file: str, reference_file: str) -> np.ndarray:

@@ -17,7 +17,7 @@ from monai.bundle import ConfigParser, ConfigWorkflow
 
 from nnmamba_nets.data.fetal import LANDMARK_NAMES
 from nnmamba_nets.landmarks.io import read_landmarks
-from tests.utils import BUNDLES_DIR, cli_overrides, run_bundle
+from tests.utils import BUNDLES_DIR, assert_metadata_verifies, assert_net_in_out_verifies, cli_overrides, run_bundle
 
 BUNDLE = BUNDLES_DIR / "nnmamba_fetal_landmarks"
 CONFIGS = BUNDLE / "configs"
@@ -52,17 +52,11 @@ def test_check_properties(config, workflow_type, tmp_path, monkeypatch):
 
 
 def test_verify_metadata_offline():
-    schema = BUNDLES_DIR.parent / "schemas" / "monai_meta_schema.json"
-    result = run_bundle("verify_metadata", "--meta_file", str(CONFIGS / "metadata.json"), "--filepath", str(schema))
-    assert "metadata is verified with no error" in result.stdout + result.stderr
+    assert_metadata_verifies(CONFIGS)
 
 
 def test_verify_net_in_out():
-    result = run_bundle(
-        "verify_net_in_out", "network_def", *META, "--config_file", str(CONFIGS / "inference.yaml"),
-        "--device", "cpu", "--n", "2", env=ENV,
-    )
-    assert "data shape of network is verified with no error" in result.stdout + result.stderr
+    assert_net_in_out_verifies(CONFIGS)
 
 
 def test_multi_gpu_config_parses(monkeypatch):
