@@ -40,6 +40,26 @@ def _time_step(delta_ptr, offsets, mask, delta_bias, DELTA_SOFTPLUS: tl.constexp
 
 
 @triton.jit
+def _block_params(A_ptr, D_ptr, delta_bias_ptr, dim, d_state, HAS_D: tl.constexpr, HAS_DELTA_BIAS: tl.constexpr,
+                  BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+    """This program's channel and state offsets and masks, and its fp32 ``A`` (BLOCK_D, BLOCK_N), ``D`` and
+    ``delta_bias`` (BLOCK_D,) (zeros where absent or masked)."""
+    offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    offs_n = tl.arange(0, BLOCK_N)
+    mask_d = offs_d < dim
+    mask_n = offs_n < d_state
+    mask_dn = mask_d[:, None] & mask_n[None, :]
+    A = tl.load(A_ptr + offs_d[:, None] * d_state + offs_n[None, :], mask=mask_dn, other=0.0).to(tl.float32)
+    D = tl.zeros((BLOCK_D,), dtype=tl.float32)
+    if HAS_D:
+        D = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    delta_bias = tl.zeros((BLOCK_D,), dtype=tl.float32)
+    if HAS_DELTA_BIAS:
+        delta_bias = tl.load(delta_bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    return offs_d, offs_n, mask_d, mask_n, mask_dn, A, D, delta_bias
+
+
+@triton.jit
 def _scan_fwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, delta_bias_ptr,  # inputs
     out_ptr, states_ptr,  # outputs: (b, dim, l) and (b, n_dim_blocks, n_chunks, BLOCK_D, BLOCK_N)
@@ -49,17 +69,8 @@ def _scan_fwd_kernel(
 ):
     pid_b = tl.program_id(0).to(tl.int64)
     pid_d = tl.program_id(1)
-    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    offs_n = tl.arange(0, BLOCK_N)
-    mask_d = offs_d < dim
-    mask_n = offs_n < d_state
-    mask_dn = mask_d[:, None] & mask_n[None, :]
-    A = tl.load(A_ptr + offs_d[:, None] * d_state + offs_n[None, :], mask=mask_dn, other=0.0).to(tl.float32)
-    if HAS_D:
-        D = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-    delta_bias = tl.zeros((BLOCK_D,), dtype=tl.float32)
-    if HAS_DELTA_BIAS:
-        delta_bias = tl.load(delta_bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    offs_d, offs_n, mask_d, mask_n, mask_dn, A, D, delta_bias = _block_params(
+        A_ptr, D_ptr, delta_bias_ptr, dim, d_state, HAS_D, HAS_DELTA_BIAS, BLOCK_D, BLOCK_N)
     row = (pid_b * dim + offs_d) * length  # (BLOCK_D,) start of each channel's sequence
     bc_row = (pid_b * d_state + offs_n) * length  # (BLOCK_N,) start of each state's B/C sequence
     tile = tl.arange(0, BLOCK_D)[:, None] * BLOCK_N + offs_n[None, :]  # (BLOCK_D, BLOCK_N) in a padded tile
@@ -99,19 +110,10 @@ def _scan_bwd_kernel(
     pid_b = tl.program_id(0).to(tl.int64)
     pid_d = tl.program_id(1)
     n_dim_blocks = tl.num_programs(1)
-    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    offs_n = tl.arange(0, BLOCK_N)
-    mask_d = offs_d < dim
-    mask_n = offs_n < d_state
-    mask_dn = mask_d[:, None] & mask_n[None, :]
-    A = tl.load(A_ptr + offs_d[:, None] * d_state + offs_n[None, :], mask=mask_dn, other=0.0).to(tl.float32)
-    if HAS_D:
-        D = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-        dD = tl.zeros((BLOCK_D,), dtype=tl.float32)
-    delta_bias = tl.zeros((BLOCK_D,), dtype=tl.float32)
-    if HAS_DELTA_BIAS:
-        delta_bias = tl.load(delta_bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-        ddelta_bias = tl.zeros((BLOCK_D,), dtype=tl.float32)
+    offs_d, offs_n, mask_d, mask_n, mask_dn, A, D, delta_bias = _block_params(
+        A_ptr, D_ptr, delta_bias_ptr, dim, d_state, HAS_D, HAS_DELTA_BIAS, BLOCK_D, BLOCK_N)
+    dD = tl.zeros((BLOCK_D,), dtype=tl.float32)
+    ddelta_bias = tl.zeros((BLOCK_D,), dtype=tl.float32)
     row = (pid_b * dim + offs_d) * length  # (BLOCK_D,)
     bc_row = (pid_b * d_state + offs_n) * length  # (BLOCK_N,)
     partial_row = ((pid_b * n_dim_blocks + pid_d) * d_state + offs_n) * length  # (BLOCK_N,) into dB/dC
