@@ -1,13 +1,15 @@
-"""Helpers shared by the tests: running the MONAI bundle CLI (or any module) in a subprocess."""
+"""Helpers shared by the tests: running the MONAI bundle CLI (or any module) in a subprocess, bundle checks."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from monai.bundle import ConfigWorkflow
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUNDLES_DIR = REPO_ROOT / "bundles"
@@ -71,6 +73,22 @@ def run_module(
 def run_bundle(command: str, *args: str, **kwargs: Any) -> subprocess.CompletedProcess:
     """``python -m monai.bundle <command> <args...>``; keyword arguments as for :func:`run_module`."""
     return run_module("monai.bundle", command, *args, **kwargs)
+
+
+def assert_workflow_properties(configs: Path, config_file: str | Sequence[str], workflow_type: str,
+                               **overrides: Any) -> None:
+    """Initialise the bundle workflow and check its required properties (``monai.bundle run`` never does).
+
+    Args:
+        configs: the bundle's ``configs`` folder (for ``metadata.json`` and ``logging.conf``).
+        config_file: the config file(s) of the workflow.
+        workflow_type: ``"train"`` or ``"infer"``.
+        overrides: config ids to override.
+    """
+    workflow = ConfigWorkflow(config_file=config_file, meta_file=str(configs / "metadata.json"),
+                              logging_file=str(configs / "logging.conf"), workflow_type=workflow_type, **overrides)
+    workflow.initialize()
+    assert workflow.check_properties() == []
 
 
 def assert_metadata_verifies(configs: Path) -> None:

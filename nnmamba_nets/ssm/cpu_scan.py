@@ -130,17 +130,12 @@ def _tile_time_steps(dts, xs, bias_lanes, softplus, steps, drives):
 
 
 @numba.njit(inline="always")
-def _lane_block(task, n_blocks, n_dim, lanes):
-    """(batch index, first channel, number of real lanes) of the ``task``-th block of channels."""
-    b = task // n_blocks
-    d0 = (task % n_blocks) * lanes
-    return b, d0, min(lanes, n_dim - d0)
-
-
-@numba.njit(inline="always")
-def _lane_params(A, D, delta_bias, d0, width, lanes):
-    """A transposed to (d_state, lanes), D and delta_bias as lanes; padded lanes are zero."""
-    d_state = A.shape[1]
+def _lane_params(A, D, delta_bias, block, lanes):
+    """First channel and number of real lanes of the ``block``-th block of channels; its A transposed to
+    (d_state, lanes), D and delta_bias as lanes (padded lanes are zero)."""
+    n_dim, d_state = A.shape
+    d0 = block * lanes
+    width = min(lanes, n_dim - d0)
     a_lanes = np.zeros((d_state, lanes), dtype=np.float32)
     d_lanes = np.zeros(lanes, dtype=np.float32)
     bias_lanes = np.zeros(lanes, dtype=np.float32)
@@ -149,7 +144,7 @@ def _lane_params(A, D, delta_bias, d0, width, lanes):
         bias_lanes[w] = delta_bias[d0 + w]
         for n in range(d_state):
             a_lanes[n, w] = A[d0 + w, n]
-    return a_lanes, d_lanes, bias_lanes
+    return d0, width, a_lanes, d_lanes, bias_lanes
 
 
 @numba.njit(fastmath=True, error_model="numpy", cache=True)
@@ -187,8 +182,8 @@ def _scan_forward(u, delta, A, Bt, Ct, D, z, delta_bias, softplus, has_z, lanes,
     d_state = A.shape[1]
     n_blocks = (n_dim + lanes - 1) // lanes
     for task in numba.prange(n_batch * n_blocks):
-        b, d0, width = _lane_block(task, n_blocks, n_dim, lanes)
-        a_lanes, d_lanes, bias_lanes = _lane_params(A, D, delta_bias, d0, width, lanes)
+        b = task // n_blocks
+        d0, width, a_lanes, d_lanes, bias_lanes = _lane_params(A, D, delta_bias, task % n_blocks, lanes)
         state = np.zeros((1, d_state, lanes), dtype=np.float32)
         decay_scratch = np.empty((1, d_state, lanes), dtype=np.float32)
         dts = np.zeros((_CHUNK, lanes), dtype=np.float32)
@@ -309,8 +304,7 @@ def _scan_backward(u, delta, A, Bt, Ct, D, z, delta_bias, softplus, has_z, lanes
         dB_g = dB_groups[group, b]
         dC_g = dC_groups[group, b]
         for block in range(group * per_group, min(n_blocks, (group + 1) * per_group)):
-            _, d0, width = _lane_block(b * n_blocks + block, n_blocks, n_dim, lanes)
-            a_lanes, d_lanes, bias_lanes = _lane_params(A, D, delta_bias, d0, width, lanes)
+            d0, width, a_lanes, d_lanes, bias_lanes = _lane_params(A, D, delta_bias, block, lanes)
             adjoint[:] = 0.0
             dA_acc[:] = 0.0
             xs[:] = 0.0  # lanes past ``width`` must carry no input and no gradient (see _tile_time_steps)

@@ -11,12 +11,12 @@ import os
 import shutil
 
 import pytest
-from monai.bundle import ConfigParser, ConfigWorkflow, verify_net_in_out
+from monai.bundle import ConfigParser, verify_net_in_out
 from monai.bundle.reference_resolver import ReferenceResolver
 
 from nnmamba_nets.common.checkpoints import latest_checkpoint
 from nnmamba_nets.data.adni import check_subject_disjoint, ensure_demo_data
-from tests.utils import BUNDLES_DIR, assert_metadata_verifies, cli_overrides, run_bundle, run_module
+from tests.utils import BUNDLES_DIR, assert_metadata_verifies, assert_workflow_properties, cli_overrides, run_bundle, run_module
 
 BUNDLE = BUNDLES_DIR / "nnmamba_adni_classification"
 CONFIGS = BUNDLE / "configs"
@@ -45,11 +45,7 @@ def test_network_matches_metadata(mamba_seq):
     "config_files, workflow_type", [([TRAIN], "train"), ([str(CONFIGS / "inference.yaml")], "infer")]
 )
 def test_check_properties_is_clean(tmp_path, config_files, workflow_type):
-    workflow = ConfigWorkflow(
-        config_file=config_files, meta_file=META, workflow_type=workflow_type, **tiny_overrides(tmp_path)
-    )
-    workflow.initialize()
-    assert workflow.check_properties() == []
+    assert_workflow_properties(CONFIGS, config_files, workflow_type, **tiny_overrides(tmp_path))
 
 
 def unresolved_references(parser: ConfigParser) -> set[str]:

@@ -14,11 +14,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigWorkflow
 
 from nnmamba_nets.data import brats
 from nnmamba_nets.nets import nnMambaSeg
-from tests.utils import BUNDLES_DIR, assert_metadata_verifies, assert_net_in_out_verifies, cli_overrides, run_bundle, run_module
+from tests.utils import BUNDLES_DIR, assert_metadata_verifies, assert_net_in_out_verifies, assert_workflow_properties, cli_overrides, run_bundle, run_module
 
 BUNDLE = BUNDLES_DIR / "nnmamba_brats_segmentation"
 CONFIGS = BUNDLE / "configs"
@@ -35,14 +34,7 @@ def merged(*names: str) -> str:
 
 @pytest.mark.parametrize("config, workflow_type", [("train.yaml", "train"), ("inference.yaml", "infer")])
 def test_check_properties(config, workflow_type):
-    workflow = ConfigWorkflow(
-        config_file=str(CONFIGS / config),
-        meta_file=str(CONFIGS / "metadata.json"),
-        logging_file=str(CONFIGS / "logging.conf"),
-        workflow_type=workflow_type,
-    )
-    workflow.initialize()
-    assert workflow.check_properties() == []
+    assert_workflow_properties(CONFIGS, str(CONFIGS / config), workflow_type)
 
 
 def test_verify_metadata_offline():

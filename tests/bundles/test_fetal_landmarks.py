@@ -13,11 +13,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigParser, ConfigWorkflow
+from monai.bundle import ConfigParser
 
 from nnmamba_nets.data.fetal import LANDMARK_NAMES
 from nnmamba_nets.landmarks.io import read_landmarks
-from tests.utils import BUNDLES_DIR, assert_metadata_verifies, assert_net_in_out_verifies, cli_overrides, run_bundle
+from tests.utils import BUNDLES_DIR, assert_metadata_verifies, assert_net_in_out_verifies, assert_workflow_properties, cli_overrides, run_bundle
 
 BUNDLE = BUNDLES_DIR / "nnmamba_fetal_landmarks"
 CONFIGS = BUNDLE / "configs"
@@ -39,16 +39,11 @@ def tiny_datalist(folder) -> str:
 @pytest.mark.parametrize("config, workflow_type", [("train.yaml", "train"), ("inference.yaml", "infer")])
 def test_check_properties(config, workflow_type, tmp_path, monkeypatch):
     monkeypatch.setenv("NNMAMBA_CACHE", str(tmp_path / "cache"))
-    workflow = ConfigWorkflow(
-        config_file=str(CONFIGS / config),
-        meta_file=str(CONFIGS / "metadata.json"),
-        logging_file=str(CONFIGS / "logging.conf"),
-        workflow_type=workflow_type,
+    assert_workflow_properties(
+        CONFIGS, str(CONFIGS / config), workflow_type,
         bundle_root=str(tmp_path / "bundle"),  # handlers create their folders: keep them out of the cwd
         datalist_file=tiny_datalist(tmp_path / "data"),
     )
-    workflow.initialize()
-    assert workflow.check_properties() == []
 
 
 def test_verify_metadata_offline():
