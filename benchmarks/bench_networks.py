@@ -87,8 +87,12 @@ def run_case(config: str, channels: int, side: int, pass_name: str, repeats: int
         seconds.append(time.perf_counter() - start)
     peak_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     scan = net.layer1[1].mamba_layer.mamba.backend_for(x.device).name
-    return {"seconds": seconds, "peak_growth_mib": (peak_after - peak_before) / 1024,
-            "peak_rss_mib": peak_after / 1024, "scan_backend": scan}
+    return {
+        "seconds": seconds,
+        "peak_growth_mib": (peak_after - peak_before) / 1024,
+        "peak_rss_mib": peak_after / 1024,
+        "scan_backend": scan,
+    }
 
 
 def spawn_case(config: str, channels: int, side: int, pass_name: str, repeats: int, width: int) -> dict:
@@ -106,24 +110,41 @@ def describe_machine() -> str:
     from nnmamba_nets.ssm import resolve_backend
 
     auto = resolve_backend("auto", "cpu")
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, load average "
-            f"{os.getloadavg()[0]:.1f}; torch {torch.__version__} ({torch.get_num_threads()} threads); "
-            f"backend auto on cpu -> {auto.name} ({auto.reason})")
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, load average "
+        f"{os.getloadavg()[0]:.1f}; torch {torch.__version__} ({torch.get_num_threads()} threads); "
+        f"backend auto on cpu -> {auto.name} ({auto.reason})"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=lambda s: [parse_size(p) for p in s.split(",")], default="4x128,1x96",
-                        help="comma-separated CHANNELSxSIDE inputs (batch 1). Default: 4x128,1x96")
-    parser.add_argument("--passes", type=lambda s: s.split(","), default="forward,train",
-                        help=f"comma-separated subset of {PASSES}. Default: forward,train")
-    parser.add_argument("--configs", type=lambda s: s.split(","), default="fast,baseline",
-                        help=f"comma-separated subset of {tuple(CONFIGS)}. Default: fast,baseline")
+    parser.add_argument(
+        "--sizes",
+        type=lambda s: [parse_size(p) for p in s.split(",")],
+        default="4x128,1x96",
+        help="comma-separated CHANNELSxSIDE inputs (batch 1). Default: 4x128,1x96",
+    )
+    parser.add_argument(
+        "--passes",
+        type=lambda s: s.split(","),
+        default="forward,train",
+        help=f"comma-separated subset of {PASSES}. Default: forward,train",
+    )
+    parser.add_argument(
+        "--configs",
+        type=lambda s: s.split(","),
+        default="fast,baseline",
+        help=f"comma-separated subset of {tuple(CONFIGS)}. Default: fast,baseline",
+    )
     parser.add_argument("--repeats", type=int, default=1, help="timed passes per case (median reported). Default: 1")
     parser.add_argument("--channels", type=int, default=32, help="network width. Default: 32 (the paper's)")
-    parser.add_argument("--baseline-train-max-side", type=int, default=96,
-                        help="largest side for the baseline's train pass (about 14 GiB of memory at 128). "
-                             "Default: 96")
+    parser.add_argument(
+        "--baseline-train-max-side",
+        type=int,
+        default=96,
+        help="largest side for the baseline's train pass (about 14 GiB of memory at 128). Default: 96",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -150,13 +171,18 @@ def main() -> None:
                 result = spawn_case(config, channels, side, pass_name, args.repeats, args.channels)
                 result["median"] = statistics.median(result["seconds"])
                 results[config] = result
-                print(f"{row} {result['scan_backend']:<5} {result['median']:>9.2f} {result['peak_growth_mib']:>10.0f} "
-                      f"{result['peak_rss_mib']:>9.0f}", flush=True)
+                print(
+                    f"{row} {result['scan_backend']:<5} {result['median']:>9.2f} {result['peak_growth_mib']:>10.0f} "
+                    f"{result['peak_rss_mib']:>9.0f}",
+                    flush=True,
+                )
             if {"fast", "baseline"} <= results.keys():
                 fast, base = results["fast"], results["baseline"]
-                summary.append(f"1x{channels}x{side}^3 {pass_name}: speed-up {base['median'] / fast['median']:.1f}x, "
-                               f"peak memory growth baseline/fast "
-                               f"{base['peak_growth_mib'] / max(fast['peak_growth_mib'], 1):.2f}")
+                summary.append(
+                    f"1x{channels}x{side}^3 {pass_name}: speed-up {base['median'] / fast['median']:.1f}x, "
+                    f"peak memory growth baseline/fast "
+                    f"{base['peak_growth_mib'] / max(fast['peak_growth_mib'], 1):.2f}"
+                )
     if summary:
         print("\nbaseline / fast:\n  " + "\n  ".join(summary))
 

@@ -89,10 +89,14 @@ def main() -> None:
     import numba
     import torch
 
-    print(f"torch {torch.__version__}, numba {numba.__version__}, threads: torch {torch.get_num_threads()}, "
-          f"numba {numba.get_num_threads()}")
-    print(f"{'shape (B,D,L,N)':<18} {'pass':<9} {'cpu s':>8} {'ref s':>8} {'speed-up':>9} {'cpu MiB':>8} "
-          f"{'ref MiB':>8} {'cpu ns/elem/thread':>19}")
+    print(
+        f"torch {torch.__version__}, numba {numba.__version__}, threads: torch {torch.get_num_threads()}, "
+        f"numba {numba.get_num_threads()}"
+    )
+    print(
+        f"{'shape (B,D,L,N)':<18} {'pass':<9} {'cpu s':>8} {'ref s':>8} {'speed-up':>9} {'cpu MiB':>8} "
+        f"{'ref MiB':>8} {'cpu ns/elem/thread':>19}"
+    )
     for shape in args.shapes:
         batch, dim, length, d_state = (int(v) for v in shape.split(","))
         elements = batch * dim * length * d_state
@@ -100,9 +104,12 @@ def main() -> None:
             fast = run_in_subprocess("cpu", shape, backward, args.repeats)
             slow = run_in_subprocess("ref", shape, backward, 1)
             per_elem = fast["seconds"] * numba.get_num_threads() / elements * 1e9
-            print(f"{shape:<18} {'fwd+bwd' if backward else 'fwd':<9} {fast['seconds']:8.3f} {slow['seconds']:8.3f} "
-                  f"{slow['seconds'] / fast['seconds']:8.1f}x {fast['peak_mib']:8.0f} {slow['peak_mib']:8.0f} "
-                  f"{per_elem:19.2f}", flush=True)
+            print(
+                f"{shape:<18} {'fwd+bwd' if backward else 'fwd':<9} {fast['seconds']:8.3f} {slow['seconds']:8.3f} "
+                f"{slow['seconds'] / fast['seconds']:8.1f}x {fast['peak_mib']:8.0f} {slow['peak_mib']:8.0f} "
+                f"{per_elem:19.2f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

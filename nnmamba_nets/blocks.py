@@ -326,11 +326,13 @@ def check_input_shape(x: torch.Tensor, in_channels: int, divisor: int = 1, name:
     if len(shape) != 5:
         raise ValueError(f"{name} expects a 5D input (batch, {in_channels}, d, h, w), got shape {shape}.")
     if shape[1] != in_channels:
-        raise ValueError(f"{name} was built with in_channels={in_channels}, got an input with {shape[1]} channels "
-                         f"(shape {shape}).")
-    bad = [
-        f"{size} (nearest valid: {_nearest_multiples(size, divisor)})" for size in shape[2:] if size % divisor
-    ]
+        raise ValueError(
+            f"{name} was built with in_channels={in_channels}, got an input with {shape[1]} channels (shape {shape})."
+        )
+    bad = [f"{size} (nearest valid: {_nearest_multiples(size, divisor)})" for size in shape[2:] if size % divisor]
     if bad:
-        raise ValueError(f"{name} needs every spatial size divisible by {divisor}, got spatial shape {shape[2:]}: "
-                         + ", ".join(bad) + ". Crop or pad the input (e.g. monai.transforms.DivisiblePad).")
+        raise ValueError(
+            f"{name} needs every spatial size divisible by {divisor}, got spatial shape {shape[2:]}: "
+            + ", ".join(bad)
+            + ". Crop or pad the input (e.g. monai.transforms.DivisiblePad)."
+        )

@@ -45,13 +45,15 @@ def extract_state_dict(checkpoint: Mapping, source: str = "checkpoint") -> dict[
             raise ValueError(f"{source}: expected a state_dict or a dict containing one, got {type(found).__name__}.")
         key = next((k for k in CONTAINER_KEYS if isinstance(found.get(k), Mapping)), None)
         if key is None:
-            raise ValueError(f"{source}: no state_dict found; top-level keys are {sorted(map(str, found))[:_MAX_LISTED]}, "
-                             f"expected tensors or one of the containers {CONTAINER_KEYS}.")
+            raise ValueError(
+                f"{source}: no state_dict found; top-level keys are {sorted(map(str, found))[:_MAX_LISTED]}, "
+                f"expected tensors or one of the containers {CONTAINER_KEYS}."
+            )
         found = found[key]
     state_dict = dict(found)
     for prefix in WRAPPER_PREFIXES:
         if all(k.startswith(prefix) for k in state_dict):
-            state_dict = {k[len(prefix):]: v for k, v in state_dict.items()}
+            state_dict = {k[len(prefix) :]: v for k, v in state_dict.items()}
     return state_dict
 
 
@@ -75,9 +77,7 @@ def _shared_conflicts(net: nn.Module, state_dict: Mapping[str, torch.Tensor]) ->
     return conflicts
 
 
-def load_pretrained(
-    net: nn.Module, path_or_dict: str | os.PathLike | Mapping, strict: bool = True
-) -> nn.Module:
+def load_pretrained(net: nn.Module, path_or_dict: str | os.PathLike | Mapping, strict: bool = True) -> nn.Module:
     """Load weights into ``net``, with one clear error listing everything that does not fit.
 
     Files are read with ``torch.load(..., weights_only=True)`` on CPU. Containers (``state_dict``,
@@ -124,8 +124,12 @@ def load_pretrained(
     if strict:
         problems = [("missing keys", missing), ("unexpected keys", unexpected)] + problems
     elif missing or unexpected:
-        _logger.warning("load_pretrained(%s, strict=False): skipping %d missing and %d unexpected keys.",
-                        source, len(missing), len(unexpected))
+        _logger.warning(
+            "load_pretrained(%s, strict=False): skipping %d missing and %d unexpected keys.",
+            source,
+            len(missing),
+            len(unexpected),
+        )
     if any(items for _, items in problems):
         details = "".join(_listing(title, items) for title, items in problems if items)
         raise ValueError(f"Checkpoint {source} does not fit {type(net).__name__}:\n{details}")

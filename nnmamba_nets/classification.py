@@ -21,7 +21,8 @@ import json
 import logging
 import os
 from collections import Counter
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import ignite.distributed as idist
 import numpy as np

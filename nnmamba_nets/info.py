@@ -36,11 +36,18 @@ def environment_report() -> str:
     for name in _PACKAGES:
         lines.append(f"  {name:<14} {probe_package(name)[1]}")
     cuda = torch.cuda.is_available()
-    lines.append(f"  CUDA           {'available: ' + torch.cuda.get_device_name(0) if cuda else 'not available'}"
-                 f" (torch built with CUDA {torch.version.cuda})")
+    lines.append(
+        f"  CUDA           {'available: ' + torch.cuda.get_device_name(0) if cuda else 'not available'}"
+        f" (torch built with CUDA {torch.version.cuda})"
+    )
     override = os.environ.get(ENV_VAR)
-    lines.append(f"Scan backend (${ENV_VAR}={override!r}; choices: auto, {', '.join(BACKENDS)}):"
-                 if override else f"Scan backend (auto; set ${ENV_VAR} to one of {', '.join(BACKENDS)} to override):")
+    lines.append(
+        f"Scan backend (${ENV_VAR}={override!r}; choices: auto, {', '.join(BACKENDS)}):"
+        if override
+        else f"Scan backend (auto; set ${ENV_VAR} to one of {', '.join(BACKENDS)} to override):"
+    )
     lines.append("  " + _backend_line("cpu"))
-    lines.append("  " + _backend_line("cuda") + ("" if cuda else "   [no CUDA device here: what CUDA tensors would use]"))
+    lines.append(
+        "  " + _backend_line("cuda") + ("" if cuda else "   [no CUDA device here: what CUDA tensors would use]")
+    )
     return "\n".join(lines)

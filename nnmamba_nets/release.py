@@ -73,8 +73,14 @@ EXCLUDED_SUFFIXES = (".pyc", ".pyo", ".log")
 LARGE_FILES_NAME = "large_files.yml"
 WEIGHTS_PATH = "models/model.pt"
 PROVENANCE_PATH = "models/provenance.json"
-REQUIRED_FILES = ("configs/metadata.json", "configs/train.yaml", "configs/inference.yaml", "configs/logging.conf",
-                  "docs/README.md", "LICENSE")
+REQUIRED_FILES = (
+    "configs/metadata.json",
+    "configs/train.yaml",
+    "configs/inference.yaml",
+    "configs/logging.conf",
+    "docs/README.md",
+    "LICENSE",
+)
 HASH_TYPE = "sha256"
 # Key of the checkpointer's own state in checkpoints saved with ignite's ``include_self=True``.
 IGNITE_SELF_KEY = "checkpointer"
@@ -103,9 +109,14 @@ def run_bundle_cli(args: Sequence[str], cwd: str | os.PathLike, capture: bool = 
         RuntimeError: non-zero exit; the message holds the command and the end of its output.
     """
     command = [sys.executable, "-m", "monai.bundle", *map(str, args)]
-    result = subprocess.run(command, check=False, cwd=cwd, text=True,
-                            stdout=subprocess.PIPE if capture else None,
-                            stderr=subprocess.STDOUT if capture else None)
+    result = subprocess.run(
+        command,
+        check=False,
+        cwd=cwd,
+        text=True,
+        stdout=subprocess.PIPE if capture else None,
+        stderr=subprocess.STDOUT if capture else None,
+    )
     output = result.stdout or ""
     if result.returncode != 0:
         shown = output[-_CLI_OUTPUT_TAIL:] if capture else "(see the output above)"
@@ -209,23 +220,29 @@ def _check_layout_and_declarations(bundle_dir: Path, metadata: Mapping) -> None:
         raise ValueError(f"bundle {bundle_dir} is not releasable:\n  " + "\n  ".join(problems))
 
 
-def _missing_properties(bundle_dir: Path, config: str, workflow_type: str, scratch_root: Path,
-                        overrides: Mapping[str, str] | None = None) -> list[str]:
+def _missing_properties(
+    bundle_dir: Path, config: str, workflow_type: str, scratch_root: Path, overrides: Mapping[str, str] | None = None
+) -> list[str]:
     """``ConfigWorkflow.check_properties()`` of one config, with ``bundle_root`` set to ``scratch_root`` (building
     the properties may write outputs, e.g. TensorBoard files) and ``overrides`` parsed as the bundle CLI does."""
     from fire.parser import DefaultParseValue
     from monai.bundle import ConfigWorkflow
 
     parsed = {key: DefaultParseValue(value) for key, value in (overrides or {}).items()}
-    workflow = ConfigWorkflow(config_file=str(bundle_dir / "configs" / config),
-                              meta_file=str(bundle_dir / "configs" / "metadata.json"), logging_file=False,
-                              workflow_type=workflow_type, **{**parsed, "bundle_root": str(scratch_root)})
+    workflow = ConfigWorkflow(
+        config_file=str(bundle_dir / "configs" / config),
+        meta_file=str(bundle_dir / "configs" / "metadata.json"),
+        logging_file=False,
+        workflow_type=workflow_type,
+        **{**parsed, "bundle_root": str(scratch_root)},
+    )
     workflow.initialize()  # properties are read as parsed content (the trainer and its data are built)
     return list(workflow.check_properties() or [])
 
 
-def check_bundle(bundle_dir: str | os.PathLike, schema: str | os.PathLike,
-                 train_overrides: Mapping[str, str] | None = None) -> str:
+def check_bundle(
+    bundle_dir: str | os.PathLike, schema: str | os.PathLike, train_overrides: Mapping[str, str] | None = None
+) -> str:
     """Run every release check on a bundle folder; nothing is written into it.
 
     Args:
@@ -250,14 +267,18 @@ def check_bundle(bundle_dir: str | os.PathLike, schema: str | os.PathLike,
     version = check_version_changelog(metadata, f"{bundle_dir}/configs/metadata.json")
     _check_layout_and_declarations(bundle_dir, metadata)
     with tempfile.TemporaryDirectory(prefix="nnmamba-release-check-") as scratch:
-        missing = {"train": _missing_properties(bundle_dir, "train.yaml", "train", Path(scratch), train_overrides),
-                   "infer": _missing_properties(bundle_dir, "inference.yaml", "infer", Path(scratch))}
+        missing = {
+            "train": _missing_properties(bundle_dir, "train.yaml", "train", Path(scratch), train_overrides),
+            "infer": _missing_properties(bundle_dir, "inference.yaml", "infer", Path(scratch)),
+        }
     if any(missing.values()):
         raise ValueError(f"bundle {bundle_dir}: ConfigWorkflow.check_properties() reports missing ids {missing}.")
     meta_file = "configs/metadata.json"
     run_bundle_cli(["verify_metadata", "--meta_file", meta_file, "--filepath", schema], cwd=bundle_dir)
-    run_bundle_cli(["verify_net_in_out", "network_def", "--meta_file", meta_file,
-                    "--config_file", "configs/inference.yaml"], cwd=bundle_dir)
+    run_bundle_cli(
+        ["verify_net_in_out", "network_def", "--meta_file", meta_file, "--config_file", "configs/inference.yaml"],
+        cwd=bundle_dir,
+    )
     logger.info("%s %s: all release checks passed.", bundle_dir.name, version)
     return version
 
@@ -269,16 +290,26 @@ def _train_demo_weights(bundle_dir: Path, overrides: Mapping[str, str], work_dir
     for relative in bundle_files(bundle_dir):
         (copy / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(bundle_dir / relative, copy / relative)
-    args = ["run", "training", "--config_file", "configs/train.yaml", "--meta_file", "configs/metadata.json",
-            "--logging_file", "configs/logging.conf"]
+    args = [
+        "run",
+        "training",
+        "--config_file",
+        "configs/train.yaml",
+        "--meta_file",
+        "configs/metadata.json",
+        "--logging_file",
+        "configs/logging.conf",
+    ]
     for key, value in overrides.items():
         args += [f"--{key}", value]
     logger.info("training %s: python -m monai.bundle %s", bundle_dir.name, " ".join(args))
     run_bundle_cli(args, cwd=copy, capture=False)
     weights = copy / WEIGHTS_PATH
     if not weights.is_file():
-        raise RuntimeError(f"training {bundle_dir.name} finished without writing {WEIGHTS_PATH} "
-                           "(no validation ran? check val_interval against max_epochs).")
+        raise RuntimeError(
+            f"training {bundle_dir.name} finished without writing {WEIGHTS_PATH} "
+            "(no validation ran? check val_interval against max_epochs)."
+        )
     return weights, ["python", "-m", "monai.bundle", *args]
 
 
@@ -324,21 +355,34 @@ def _asset_name(bundle: str, version: str, relative: str) -> str:
     return f"{bundle}_v{version}_{relative.replace('/', '_')}"
 
 
-def _large_file_entries(staging: Path, files: Sequence[PurePosixPath], bundle: str, version: str,
-                        threshold_bytes: float, asset_base_url: str | None) -> list[dict]:
+def _large_file_entries(
+    staging: Path,
+    files: Sequence[PurePosixPath],
+    bundle: str,
+    version: str,
+    threshold_bytes: float,
+    asset_base_url: str | None,
+) -> list[dict]:
     entries = []
     for relative in files:
         path = staging / relative
         if path.stat().st_size <= threshold_bytes:
             continue
         if not asset_base_url:
-            raise ValueError(f"{bundle}: {relative} is over the large-file limit and needs a download url in "
-                             "large_files.yml: pass --repo <owner>/<repo>/<tag> or --asset-base-url URL.")
+            raise ValueError(
+                f"{bundle}: {relative} is over the large-file limit and needs a download url in "
+                "large_files.yml: pass --repo <owner>/<repo>/<tag> or --asset-base-url URL."
+            )
         with open(path, "rb") as stream:
             digest = _file_hash(stream)
-        entries.append({"path": str(relative),
-                        "url": f"{asset_base_url.rstrip('/')}/{_asset_name(bundle, version, str(relative))}",
-                        "hash_val": digest, "hash_type": HASH_TYPE})
+        entries.append(
+            {
+                "path": str(relative),
+                "url": f"{asset_base_url.rstrip('/')}/{_asset_name(bundle, version, str(relative))}",
+                "hash_val": digest,
+                "hash_type": HASH_TYPE,
+            }
+        )
     return entries
 
 
@@ -347,8 +391,9 @@ def _source_large_file_entries(bundle_dir: Path, staging: Path) -> list[dict]:
     entries = []
     for listing in sorted(bundle_dir.glob("large_files.*")):
         text = listing.read_text(encoding="utf-8")
-        problems = _check_large_files(text, lambda relative: _open_inside(staging, relative), str(listing),
-                                      require_present=False)
+        problems = _check_large_files(
+            text, lambda relative: _open_inside(staging, relative), str(listing), require_present=False
+        )
         if problems:
             raise ValueError("refusing to package a mismatch:\n  " + "\n  ".join(problems))
         entries += [dict(entry) for entry in (yaml.safe_load(text) or {}).get("large_files", [])]
@@ -362,8 +407,9 @@ def _open_inside(root: Path, relative: str) -> IO[bytes] | None:
 
 
 # ---- verification of zips and downloaded folders ---------------------------------------------------------------
-def _check_large_files(listing_text: str | None, open_file: Callable[[str], IO[bytes] | None], where: str,
-                       require_present: bool) -> list[str]:
+def _check_large_files(
+    listing_text: str | None, open_file: Callable[[str], IO[bytes] | None], where: str, require_present: bool
+) -> list[str]:
     """Problems with the large_files.yml entries of one bundle (empty list: all good)."""
     if listing_text is None:
         return []
@@ -384,14 +430,18 @@ def _check_large_files(listing_text: str | None, open_file: Callable[[str], IO[b
         stream = open_file(path)
         if stream is None:
             if require_present:
-                problems.append(f"{where}: large file {path} is missing; fetch it with "
-                                f"`python -m monai.bundle download_large_files --bundle_path <bundle folder>`")
+                problems.append(
+                    f"{where}: large file {path} is missing; fetch it with "
+                    f"`python -m monai.bundle download_large_files --bundle_path <bundle folder>`"
+                )
             continue
         with stream:
             actual = _file_hash(stream, hash_type)
         if actual != entry["hash_val"]:
-            problems.append(f"{where}: {path} has {hash_type} {actual}, "
-                            f"large_files.yml expects {entry['hash_val']}: the file is corrupt or was tampered with")
+            problems.append(
+                f"{where}: {path} has {hash_type} {actual}, "
+                f"large_files.yml expects {entry['hash_val']}: the file is corrupt or was tampered with"
+            )
     return problems
 
 
@@ -473,9 +523,12 @@ def verify_bundle_dir(bundle_dir: str | os.PathLike) -> str:
     bundle_dir = Path(bundle_dir)
     version = check_version_changelog(_read_metadata(bundle_dir), f"{bundle_dir}/configs/metadata.json")
     listing = bundle_dir / LARGE_FILES_NAME
-    problems = _check_large_files(listing.read_text(encoding="utf-8") if listing.is_file() else None,
-                                  lambda relative: _open_inside(bundle_dir, relative),
-                                  str(bundle_dir), require_present=True)
+    problems = _check_large_files(
+        listing.read_text(encoding="utf-8") if listing.is_file() else None,
+        lambda relative: _open_inside(bundle_dir, relative),
+        str(bundle_dir),
+        require_present=True,
+    )
     if problems:
         raise ValueError(f"refusing {bundle_dir}:\n  " + "\n  ".join(problems))
     return version
@@ -505,8 +558,9 @@ def resolve_bundle(bundle: str, bundles_dir: str | os.PathLike) -> Path:
     for candidate in (Path(bundle), Path(bundles_dir) / bundle):
         if (candidate / "configs").is_dir():
             return candidate.resolve()
-    raise ValueError(f"bundle {bundle!r}: neither {bundle} nor {Path(bundles_dir) / bundle} is a bundle folder "
-                     "(one with configs/).")
+    raise ValueError(
+        f"bundle {bundle!r}: neither {bundle} nor {Path(bundles_dir) / bundle} is a bundle folder (one with configs/)."
+    )
 
 
 def build_release(
@@ -546,8 +600,10 @@ def build_release(
     threshold_bytes = large_file_mb * 1024 * 1024
     weights_bytes = sum(t.numel() * t.element_size() for t in _inference_network(bundle_dir).state_dict().values())
     if weights_bytes > threshold_bytes and not asset_base_url:  # refuse before hours of training, not after
-        raise ValueError(f"{bundle}: the weights will be about {weights_bytes / 2**20:.0f} MB, over the large-file "
-                         f"limit ({large_file_mb:g} MB); pass --repo <owner>/<repo>/<tag> or --asset-base-url URL.")
+        raise ValueError(
+            f"{bundle}: the weights will be about {weights_bytes / 2**20:.0f} MB, over the large-file "
+            f"limit ({large_file_mb:g} MB); pass --repo <owner>/<repo>/<tag> or --asset-base-url URL."
+        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="nnmamba-release-") as folder:
@@ -582,7 +638,8 @@ def build_release(
         entries.update({entry["path"]: entry for entry in new_entries})
         if entries:
             (staging / LARGE_FILES_NAME).write_text(
-                yaml.safe_dump({"large_files": list(entries.values())}, sort_keys=False), encoding="utf-8")
+                yaml.safe_dump({"large_files": list(entries.values())}, sort_keys=False), encoding="utf-8"
+            )
             files.append(PurePosixPath(LARGE_FILES_NAME))
         target = out_dir / f"{bundle}_v{version}.zip"
         _write_zip(staging, files, bundle, target)
@@ -623,21 +680,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         the exit status: 0 when every bundle was built or the path verified, 1 otherwise.
     """
-    parser = argparse.ArgumentParser(prog="python -m nnmamba_nets.release", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m nnmamba_nets.release", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--bundle", nargs="+", help="bundle names (under --bundles-dir) or bundle folders to release")
     mode.add_argument("--verify", metavar="PATH", help="verify a release zip or a downloaded bundle folder")
     parser.add_argument("--out", default="dist", help="output folder (default: dist)")
     parser.add_argument("--bundles-dir", default="bundles", help="where bundle names are looked up (default: bundles)")
-    parser.add_argument("--schema", default="schemas/monai_meta_schema.json",
-                        help="metadata schema for the offline verify_metadata (default: %(default)s)")
-    parser.add_argument("--train-demo", action="store_true",
-                        help="train models/model.pt with the bundle's own training command and demo defaults")
-    parser.add_argument("--train-override", action="append", default=[], metavar="ID=VALUE",
-                        help="config override for --train-demo, passed as --ID VALUE (repeatable)")
-    parser.add_argument("--large-file-mb", type=float, default=LARGE_FILE_MB,
-                        help=f"files over this size get a large_files.yml entry (default: {LARGE_FILE_MB:g})")
+    parser.add_argument(
+        "--schema",
+        default="schemas/monai_meta_schema.json",
+        help="metadata schema for the offline verify_metadata (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--train-demo",
+        action="store_true",
+        help="train models/model.pt with the bundle's own training command and demo defaults",
+    )
+    parser.add_argument(
+        "--train-override",
+        action="append",
+        default=[],
+        metavar="ID=VALUE",
+        help="config override for --train-demo, passed as --ID VALUE (repeatable)",
+    )
+    parser.add_argument(
+        "--large-file-mb",
+        type=float,
+        default=LARGE_FILE_MB,
+        help=f"files over this size get a large_files.yml entry (default: {LARGE_FILE_MB:g})",
+    )
     parser.add_argument("--repo", help="<owner>/<repo>/<tag> of the GitHub release the large files are uploaded to")
     parser.add_argument("--asset-base-url", help="URL prefix of the large-file assets (instead of --repo)")
     args = parser.parse_args(argv)
@@ -662,8 +735,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     failures = {}
     for bundle in args.bundle:  # one bundle's failure does not stop the others
         try:
-            build_release(resolve_bundle(bundle, args.bundles_dir), args.out, args.schema, args.train_demo,
-                          overrides, args.large_file_mb, base_url)
+            build_release(
+                resolve_bundle(bundle, args.bundles_dir),
+                args.out,
+                args.schema,
+                args.train_demo,
+                overrides,
+                args.large_file_mb,
+                base_url,
+            )
         except (ValueError, RuntimeError) as error:
             failures[bundle] = error
             logger.error("%s: not released:\n%s", bundle, error)

@@ -120,8 +120,9 @@ def test_make_res_layer_shares_one_mamba_layer():
     assert stage[1].downsample is None
     keys = stage.state_dict().keys()
     assert "1.mamba_layer.nin.weight" in keys and "2.mamba_layer.nin.weight" in keys
-    assert sum(p.numel() for p in stage.parameters()) < sum(t.numel() for k, t in stage.state_dict().items()
-                                                             if "running" not in k and "num_batches" not in k)
+    assert sum(p.numel() for p in stage.parameters()) < sum(
+        t.numel() for k, t in stage.state_dict().items() if "running" not in k and "num_batches" not in k
+    )
     assert stage(torch.randn(2, 4, 8, 8, 8)).shape == (2, 8, 4, 4, 4)
     with pytest.raises(ValueError, match="blocks >= 1"):
         make_res_layer(4, 8, blocks=0)

@@ -73,7 +73,11 @@ def test_monai_checkpoint_saver_files_load(save_dict_keys, tmp_path):
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
     data = [{"image": torch.randn(2, 1, 16, 16, 16), "label": torch.randn(2, 2)}]
     trainer = SupervisedTrainer(
-        device=torch.device("cpu"), max_epochs=1, train_data_loader=data, network=net, optimizer=optimizer,
+        device=torch.device("cpu"),
+        max_epochs=1,
+        train_data_loader=data,
+        network=net,
+        optimizer=optimizer,
         loss_function=torch.nn.MSELoss(),
     )
     objects = {"model": net, "network": net, "optimizer": optimizer}

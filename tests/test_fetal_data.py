@@ -72,7 +72,9 @@ def test_prepare_datalist_splits_and_relative_paths(tmp_path):
     for index in range(10):
         write_case(tmp_path, f"case_{index}", points)
     output = tmp_path / "lists" / "datalist.json"
-    datalist = prepare_datalist(tmp_path / "images", tmp_path / "landmarks", output, val_fraction=0.2, test_fraction=0.2)
+    datalist = prepare_datalist(
+        tmp_path / "images", tmp_path / "landmarks", output, val_fraction=0.2, test_fraction=0.2
+    )
     assert [len(datalist[k]) for k in ("training", "validation", "test")] == [6, 2, 2]
     assert json.loads(output.read_text()) == datalist
     item = datalist["test"][0]

@@ -9,8 +9,9 @@ import sys
 
 def run_info(**env: str) -> str:
     environ = {k: v for k, v in os.environ.items() if k != "NNMAMBA_SCAN_BACKEND"} | env
-    done = subprocess.run([sys.executable, "-m", "nnmamba_nets", "info"], capture_output=True, text=True, check=True,
-                          env=environ)
+    done = subprocess.run(
+        [sys.executable, "-m", "nnmamba_nets", "info"], capture_output=True, text=True, check=True, env=environ
+    )
     return done.stdout
 
 

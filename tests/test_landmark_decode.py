@@ -85,7 +85,9 @@ def test_border_and_empty_channels_are_not_refined():
 
 
 def test_bad_inputs():
-    with pytest.raises(ValueError, match=r"heatmaps must be a non-empty \(batch, landmarks, d0, d1, d2\).*\(2, 8, 8, 8\)"):
+    with pytest.raises(
+        ValueError, match=r"heatmaps must be a non-empty \(batch, landmarks, d0, d1, d2\).*\(2, 8, 8, 8\)"
+    ):
         decode_heatmaps(torch.zeros(2, 8, 8, 8))
     with pytest.raises(ValueError, match=r"affine must have shape \(4, 4\) or \(2, 4, 4\).*got \(3, 3\)"):
         decode_heatmaps(torch.rand(2, 1, 4, 4, 4), affine=np.eye(3))

@@ -33,9 +33,15 @@ def image(name: str) -> MetaTensor:
 
 
 def test_writer_and_report(tmp_path):
-    good = ({"image": image("case_1"), "landmarks": TRUE},
-            {"pred_landmarks": PRED, "pred_confidence": torch.tensor([0.9, 0.4]), "image": image("case_1"),
-             "pred_heatmaps": torch.rand(2, 4, 4, 4)})
+    good = (
+        {"image": image("case_1"), "landmarks": TRUE},
+        {
+            "pred_landmarks": PRED,
+            "pred_confidence": torch.tensor([0.9, 0.4]),
+            "image": image("case_1"),
+            "pred_heatmaps": torch.rand(2, 4, 4, 4),
+        },
+    )
     engine = engine_over([good])
     LandmarkWriter(tmp_path / "out", NAMES, heatmap_key="pred_heatmaps").attach(engine)
     report = LandmarkErrorReport(tmp_path / "report", NAMES)
@@ -56,10 +62,15 @@ def test_writer_and_report(tmp_path):
 
 
 def test_writer_reports_a_failed_input_and_keeps_the_others(tmp_path):
-    failed = ({"name": "/data/broken.nii.gz", "error": "EOFError: truncated"},
-              {"pred_landmarks": torch.zeros(2, 3), "pred_confidence": torch.zeros(2)})
+    failed = (
+        {"name": "/data/broken.nii.gz", "error": "EOFError: truncated"},
+        {"pred_landmarks": torch.zeros(2, 3), "pred_confidence": torch.zeros(2)},
+    )
     good = ({"name": "/data/case_2.nii.gz", "error": ""}, {"pred_landmarks": PRED, "pred_confidence": torch.ones(2)})
-    same_name = ({"name": "/other/case_2.nii.gz", "error": ""}, {"pred_landmarks": TRUE, "pred_confidence": torch.ones(2)})
+    same_name = (
+        {"name": "/other/case_2.nii.gz", "error": ""},
+        {"pred_landmarks": TRUE, "pred_confidence": torch.ones(2)},
+    )
     engine = engine_over([failed, good, same_name])
     LandmarkWriter(tmp_path, NAMES, name_key="name", coordinate_system="RAS").attach(engine)
     engine.run([failed, good, same_name])

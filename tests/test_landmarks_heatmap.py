@@ -35,8 +35,13 @@ BLOB_SIGMA_MM = 2.5
 def oblique_affine(seed: int = 0) -> np.ndarray:
     """Anisotropic, rotated (oblique) and partly flipped voxel grid, centred near the origin."""
     rng = np.random.default_rng(seed)
-    return voxel_affine(SHAPE, spacing=(1.2, 1.7, 1.4), flip=(True, False, True), rotation=random_rotation(rng, 25.0),
-                        centre_world=(1.0, -2.0, 0.5))
+    return voxel_affine(
+        SHAPE,
+        spacing=(1.2, 1.7, 1.4),
+        flip=(True, False, True),
+        rotation=random_rotation(rng, 25.0),
+        centre_world=(1.0, -2.0, 0.5),
+    )
 
 
 def blob_image(affine: np.ndarray, filename: str = "blobs.nii.gz") -> MetaTensor:
@@ -44,7 +49,9 @@ def blob_image(affine: np.ndarray, filename: str = "blobs.nii.gz") -> MetaTensor
     world = np.einsum("ij,j...->...i", affine[:3, :3], voxel_coordinates(SHAPE)) + affine[:3, 3]  # (d, h, w, 3)
     distances = ((world[None] - WORLD_POINTS[:, None, None, None]) ** 2).sum(-1)
     image = np.exp(-distances / (2 * BLOB_SIGMA_MM**2)).sum(0).astype(np.float32)
-    return MetaTensor(torch.from_numpy(image)[None], affine=torch.from_numpy(affine), meta={"filename_or_obj": filename})
+    return MetaTensor(
+        torch.from_numpy(image)[None], affine=torch.from_numpy(affine), meta={"filename_or_obj": filename}
+    )
 
 
 def test_world_voxel_round_trip_under_oblique_affine():
@@ -75,13 +82,25 @@ def spatial_pipelines() -> dict[str, Compose]:
         "resample": Compose([Orientationd(keys, "RAS"), Spacingd(keys, (2.0, 2.0, 2.0))]),
         "flip": Compose([Flipd(keys, spatial_axis=0), Flipd(keys, spatial_axis=2)]),
         "rotate": Compose([Rotated(keys, angle=(0.3, -0.2, 0.25), keep_size=False)]),
-        "crop_pad": Compose([SpatialCropd(keys, roi_start=(4, 2, 6), roi_end=(38, 34, 40)), ResizeWithPadOrCropd(keys, (48, 40, 32))]),
-        "all": Compose([
-            Orientationd(keys, "RAS"), Spacingd(keys, (1.5, 1.5, 1.5)), Flipd(keys, spatial_axis=1),
-            RandAffined(keys, prob=1.0, rotate_range=(0.3, 0.3, 0.3), scale_range=(0.1, 0.1, 0.1), translate_range=(2, 2, 2),
-                        padding_mode="zeros"),
-            ResizeWithPadOrCropd(keys, (48, 48, 48)),
-        ]).set_random_state(seed=3),
+        "crop_pad": Compose(
+            [SpatialCropd(keys, roi_start=(4, 2, 6), roi_end=(38, 34, 40)), ResizeWithPadOrCropd(keys, (48, 40, 32))]
+        ),
+        "all": Compose(
+            [
+                Orientationd(keys, "RAS"),
+                Spacingd(keys, (1.5, 1.5, 1.5)),
+                Flipd(keys, spatial_axis=1),
+                RandAffined(
+                    keys,
+                    prob=1.0,
+                    rotate_range=(0.3, 0.3, 0.3),
+                    scale_range=(0.1, 0.1, 0.1),
+                    translate_range=(2, 2, 2),
+                    padding_mode="zeros",
+                ),
+                ResizeWithPadOrCropd(keys, (48, 48, 48)),
+            ]
+        ).set_random_state(seed=3),
     }
 
 
@@ -113,7 +132,10 @@ def test_landmarks_stay_on_the_anatomy_through_spatial_transforms(name):
 
 def test_landmark_outside_the_image_names_the_file():
     affine = oblique_affine()
-    data = {"image": blob_image(affine, filename="/data/case_42.nii.gz"), "landmarks": torch.tensor([[500.0, 0.0, 0.0]])}
+    data = {
+        "image": blob_image(affine, filename="/data/case_42.nii.gz"),
+        "landmarks": torch.tensor([[500.0, 0.0, 0.0]]),
+    }
     with pytest.raises(ValueError, match=r"case_42\.nii\.gz: landmarks lie outside the image grid.*'TCD_start'"):
         LandmarkHeatmapd("landmarks", names=["TCD_start"])(data)
 
@@ -124,7 +146,9 @@ def test_decode_landmarksd_world_coordinates_and_confidence(activation):
     heatmaps = gaussian_heatmaps(world_to_voxel(WORLD_POINTS, affine), SHAPE, sigma=1.5)
     prediction = torch.log(heatmaps.clamp(min=1e-30)) if activation == "softmax" else heatmaps  # logits or heatmaps
     image = MetaTensor(torch.zeros(1, *SHAPE), affine=torch.from_numpy(affine))
-    out = DecodeLandmarksd("pred", activation=activation, heatmap_suffix="_heatmaps")({"pred": prediction, "image": image})
+    out = DecodeLandmarksd("pred", activation=activation, heatmap_suffix="_heatmaps")(
+        {"pred": prediction, "image": image}
+    )
     np.testing.assert_allclose(out["pred_landmarks"].numpy(), WORLD_POINTS, atol=0.05)
     assert out["pred_confidence"].shape == (4,)
     assert bool((out["pred_confidence"] > (0.95 if activation == "softmax" else 0.85)).all())  # peak off the grid

@@ -70,13 +70,24 @@ def test_reads_minimal_slicer_example(tmp_path):
     np.testing.assert_allclose(loaded.points, [[53.388, 73.335, 0.0], [-49.868, 88.589, 0.0]])
 
 
-@pytest.mark.parametrize("header, expected", [("# CoordinateSystem = 1", "LPS"), ("# CoordinateSystem = 0", "RAS"),
-                                              ("# CoordinateSystem = LPS", "LPS"), ("", "RAS")])
+@pytest.mark.parametrize(
+    "header, expected",
+    [
+        ("# CoordinateSystem = 1", "LPS"),
+        ("# CoordinateSystem = 0", "RAS"),
+        ("# CoordinateSystem = LPS", "LPS"),
+        ("", "RAS"),
+    ],
+)
 def test_fcsv_coordinate_system_header(tmp_path, header, expected):
     """Slicer before 4.11 wrote numeric codes (0 RAS, 1 LPS); files without the line are RAS."""
     path = tmp_path / "old.fcsv"
-    lines = ["# Markups fiducial file version = 4.6", header, "# columns = id,x,y,z,ow,ox,oy,oz,vis,sel,lock,label,desc,associatedNodeID",
-             'vtkMRMLMarkupsFiducialNode_0,1.5,-40.0,60.0,0,0,0,1,1,1,0,"A, with comma",,']
+    lines = [
+        "# Markups fiducial file version = 4.6",
+        header,
+        "# columns = id,x,y,z,ow,ox,oy,oz,vis,sel,lock,label,desc,associatedNodeID",
+        'vtkMRMLMarkupsFiducialNode_0,1.5,-40.0,60.0,0,0,0,1,1,1,0,"A, with comma",,',
+    ]
     path.write_text("\n".join(line for line in lines if line) + "\n")
     loaded = read_fcsv(path)
     assert loaded.names == ["A, with comma"]
@@ -86,7 +97,9 @@ def test_fcsv_coordinate_system_header(tmp_path, header, expected):
 
 def test_csv_columns_name_the_system(tmp_path):
     path = tmp_path / "table.csv"
-    path.write_text("label,l,p,s,defined,selected,visible,locked,description\nF-1,-19.5,13.25,29.0,1,1,1,0,\nF-2,,,,0,1,1,0,\n")
+    path.write_text(
+        "label,l,p,s,defined,selected,visible,locked,description\nF-1,-19.5,13.25,29.0,1,1,1,0,\nF-2,,,,0,1,1,0,\n"
+    )
     loaded = read_landmarks_csv(path)
     np.testing.assert_array_equal(loaded.points[0], [19.5, -13.25, 29.0])
     assert loaded.defined.tolist() == [True, False]

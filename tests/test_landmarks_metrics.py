@@ -22,7 +22,9 @@ NAMES = ["a", "b", "c"]
 
 
 def test_radial_errors():
-    torch.testing.assert_close(radial_errors(PREDICTED, TARGET), torch.tensor([[1.0, 2, 3], [3, 4, 5]], dtype=torch.float64))
+    torch.testing.assert_close(
+        radial_errors(PREDICTED, TARGET), torch.tensor([[1.0, 2, 3], [3, 4, 5]], dtype=torch.float64)
+    )
     with pytest.raises(ValueError, match="same"):
         radial_errors(PREDICTED, TARGET[:, :2])
 
@@ -49,8 +51,16 @@ def test_ignite_handlers_on_an_engine():
     outputs = [[{"pred_landmarks": p, "landmarks": t}] for p, t in zip(PREDICTED, TARGET)]
     engine = Engine(lambda engine, batch: batch)
     handlers = landmark_metric_handlers(NAMES)
-    assert list(handlers) == ["val_mre", "val_mre_a", "val_mre_b", "val_mre_c",
-                              "val_sdr_2mm", "val_sdr_2.5mm", "val_sdr_3mm", "val_sdr_4mm"]
+    assert list(handlers) == [
+        "val_mre",
+        "val_mre_a",
+        "val_mre_b",
+        "val_mre_c",
+        "val_sdr_2mm",
+        "val_sdr_2.5mm",
+        "val_sdr_3mm",
+        "val_sdr_4mm",
+    ]
     for name, handler in handlers.items():
         handler.attach(engine, name)
     metrics = engine.run(outputs).metrics

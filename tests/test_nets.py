@@ -26,8 +26,13 @@ StateDict = dict[str, torch.Tensor]
 # Documented state_dict layout (key -> shape), from the architecture facts.
 # ----------------------------------------------------------------------------------------------
 def bn_layout(prefix: str, c: int) -> Layout:
-    return {prefix + "weight": (c,), prefix + "bias": (c,), prefix + "running_mean": (c,),
-            prefix + "running_var": (c,), prefix + "num_batches_tracked": ()}
+    return {
+        prefix + "weight": (c,),
+        prefix + "bias": (c,),
+        prefix + "running_mean": (c,),
+        prefix + "running_var": (c,),
+        prefix + "num_batches_tracked": (),
+    }
 
 
 def double_conv_layout(prefix: str, cin: int, cout: int, output_norm: bool = True) -> Layout:
@@ -80,8 +85,12 @@ def seg_layout(in_ch: int, out_ch: int, c: int, blocks: int, head: str = "refere
     layout = double_conv_layout("in_conv.", in_ch, c)
     for k, (cin, cout) in enumerate([(c, 2 * c), (2 * c, 4 * c), (4 * c, 8 * c)], start=1):
         layout |= res_layer_layout(f"layer{k}.", cin, cout, blocks, with_mamba=True)
-        layout |= {f"att{k}.layer1.weight": (cin // 16, cin), f"att{k}.layer1.bias": (cin // 16,),
-                   f"att{k}.layer2.weight": (cin, cin // 16), f"att{k}.layer2.bias": (cin,)}
+        layout |= {
+            f"att{k}.layer1.weight": (cin // 16, cin),
+            f"att{k}.layer1.bias": (cin // 16,),
+            f"att{k}.layer2.weight": (cin, cin // 16),
+            f"att{k}.layer2.bias": (cin,),
+        }
     layout |= double_conv_layout("conv5.", 12 * c, 4 * c) | double_conv_layout("conv6.", 6 * c, 2 * c)
     layout |= double_conv_layout("conv7.", 3 * c, c)
     return layout | double_conv_layout("conv8.", c, out_ch, output_norm=head == "reference")
@@ -93,7 +102,12 @@ def encoder_layout(in_ch: int, out_ch: int, c: int, blocks: int, mamba_seq: bool
         layout |= res_layer_layout(f"layer{k}.", cin, cout, blocks, with_mamba=False)
     if mamba_seq:
         layout |= mamba_layout("mamba_seq.mamba.", 2 * c, d_state=8, d_conv=2)
-    return layout | {"mlp.0.weight": (c, 14 * c), "mlp.0.bias": (c,), "mlp.3.weight": (out_ch, c), "mlp.3.bias": (out_ch,)}
+    return layout | {
+        "mlp.0.weight": (c, 14 * c),
+        "mlp.0.bias": (c,),
+        "mlp.3.weight": (out_ch, c),
+        "mlp.3.bias": (out_ch,),
+    }
 
 
 def shape_layout(state_dict: StateDict) -> Layout:
@@ -108,7 +122,9 @@ def shared_owner(key: str) -> str:
 def unique_parameter_count(layout: Layout) -> int:
     """Parameters of a layout: no BN buffers, each shared MambaLayer counted once."""
     buffers = ("running_mean", "running_var", "num_batches_tracked")
-    return sum(math.prod(shape) for key, shape in layout.items() if not key.endswith(buffers) and shared_owner(key) == key)
+    return sum(
+        math.prod(shape) for key, shape in layout.items() if not key.endswith(buffers) and shared_owner(key) == key
+    )
 
 
 def random_reference_state_dict(layout: Layout, seed: int = 0) -> StateDict:
@@ -136,8 +152,9 @@ def random_reference_state_dict(layout: Layout, seed: int = 0) -> StateDict:
 # Functional re-computation from the documented equations (float64, sequential scan).
 # ----------------------------------------------------------------------------------------------
 def f_bn(x: torch.Tensor, sd: StateDict, p: str) -> torch.Tensor:
-    return F.batch_norm(x, sd[p + "running_mean"], sd[p + "running_var"], sd[p + "weight"], sd[p + "bias"],
-                        training=False, eps=1e-5)
+    return F.batch_norm(
+        x, sd[p + "running_mean"], sd[p + "running_var"], sd[p + "weight"], sd[p + "bias"], training=False, eps=1e-5
+    )
 
 
 def f_double_conv(x: torch.Tensor, sd: StateDict, p: str, stride: int = 1) -> torch.Tensor:
@@ -196,8 +213,13 @@ def f_res_layer(x: torch.Tensor, sd: StateDict, p: str, blocks: int) -> torch.Te
 def f_seg(x: torch.Tensor, sd: StateDict, blocks: int) -> torch.Tensor:
     def gate(skip: torch.Tensor, p: str) -> torch.Tensor:
         v = skip.mean(dim=(2, 3, 4))
-        s = torch.sigmoid(F.linear(F.relu(F.linear(v, sd[p + "layer1.weight"], sd[p + "layer1.bias"])),
-                                   sd[p + "layer2.weight"], sd[p + "layer2.bias"]))
+        s = torch.sigmoid(
+            F.linear(
+                F.relu(F.linear(v, sd[p + "layer1.weight"], sd[p + "layer1.bias"])),
+                sd[p + "layer2.weight"],
+                sd[p + "layer2.bias"],
+            )
+        )
         return skip * s[:, :, None, None, None]
 
     def up(t: torch.Tensor) -> torch.Tensor:
@@ -299,8 +321,9 @@ def test_mamba_basic_block_matches_functional_recomputation(seg_reference):
     with torch.no_grad():
         got_block, got_layer = block(x.clone()), block.mamba_layer(x)
     sd = as_float64(state)
-    torch.testing.assert_close(got_layer, f_mamba_layer(x.double(), sd, "layer1.1.mamba_layer.").float(),
-                               rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        got_layer, f_mamba_layer(x.double(), sd, "layer1.1.mamba_layer.").float(), rtol=1e-4, atol=1e-5
+    )
     torch.testing.assert_close(got_block, f_basic_block(x.double(), sd, "layer1.1.").float(), rtol=1e-4, atol=1e-5)
 
 
@@ -432,8 +455,9 @@ def test_mamba_layer_views_match_functional_recomputation():
         layer.load_state_dict(state)
         x = torch.rand(2, 8, 3, 4, 5)
         with torch.no_grad():
-            torch.testing.assert_close(layer(x), f_mamba_layer(x.double(), as_float64(state), "", views).float(),
-                                       rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(
+                layer(x), f_mamba_layer(x.double(), as_float64(state), "", views).float(), rtol=1e-4, atol=1e-5
+            )
 
 
 def test_res_layer_matches_functional_recomputation():
@@ -443,12 +467,15 @@ def test_res_layer_matches_functional_recomputation():
     layer.load_state_dict(state)
     x = torch.rand(1, 4, 8, 6, 4)
     with torch.no_grad():
-        torch.testing.assert_close(layer(x), f_res_layer(x.double(), as_float64(state), "", 3).float(),
-                                   rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            layer(x), f_res_layer(x.double(), as_float64(state), "", 3).float(), rtol=1e-4, atol=1e-5
+        )
 
 
 def test_importing_the_networks_does_not_import_monai():
     """The networks need only torch (and numba); MONAI is imported when a landmark transform is used."""
-    code = ("import sys, nnmamba_nets; assert 'monai' not in sys.modules, 'monai imported'; "
-            "from nnmamba_nets.landmarks import LoadLandmarksd; assert 'monai' in sys.modules")
+    code = (
+        "import sys, nnmamba_nets; assert 'monai' not in sys.modules, 'monai imported'; "
+        "from nnmamba_nets.landmarks import LoadLandmarksd; assert 'monai' in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)

@@ -36,8 +36,14 @@ from tests.utils import BUNDLES_DIR, REPO_ROOT, run_bundle, run_module
 BUNDLE = "nnmamba_brats_segmentation"
 SCHEMA = REPO_ROOT / "schemas" / "monai_meta_schema.json"
 # The bundle's demo defaults, shrunk for a quick build; the network settings stay those of inference.yaml.
-QUICK_TRAINING = {"max_epochs": "1", "val_interval": "1", "demo#num_cases": "6", "demo#size": "32",
-                  "roi_size": "[32,32,32]", "num_workers": "0"}
+QUICK_TRAINING = {
+    "max_epochs": "1",
+    "val_interval": "1",
+    "demo#num_cases": "6",
+    "demo#size": "32",
+    "roi_size": "[32,32,32]",
+    "num_workers": "0",
+}
 # Subprocesses see no PYTHONPATH: nnmamba_nets comes from the installed package, nothing from the checkout.
 OUTSIDE_ENV = {"PYTHONPATH": "", "OMP_NUM_THREADS": "2"}
 
@@ -79,9 +85,20 @@ def test_build_refuses_a_version_without_changelog_before_training(tmp_path):
 
 def test_bundle_files_leave_out_caches_outputs_and_old_weights(tmp_path):
     kept = ["LICENSE", "configs/train.yaml", "configs/metadata.json", "docs/README.md", "docs/figure.png"]
-    dropped = ["__pycache__/x.pyc", "configs/__pycache__/a.cpython-311.pyc", "eval/metrics.csv", "runs/events",
-               "logs/train.log", "models/model.pt", "models/checkpoint_epoch=3.pt", ".pytest_cache/v", ".DS_Store",
-               "docs/events.out.tfevents.1.host", "train.log", "large_files.yml"]
+    dropped = [
+        "__pycache__/x.pyc",
+        "configs/__pycache__/a.cpython-311.pyc",
+        "eval/metrics.csv",
+        "runs/events",
+        "logs/train.log",
+        "models/model.pt",
+        "models/checkpoint_epoch=3.pt",
+        ".pytest_cache/v",
+        ".DS_Store",
+        "docs/events.out.tfevents.1.host",
+        "train.log",
+        "large_files.yml",
+    ]
     for name in kept + dropped:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(name)
@@ -115,8 +132,18 @@ def minimal_zip(path: Path, extra_members: dict[str, bytes]) -> Path:
 def test_path_traversal_member_is_refused_by_monai_download_and_by_verify(tmp_path):
     release = minimal_zip(tmp_path / f"{BUNDLE}_v0.1.0.zip", {"../evil.py": b"print('owned')\n"})
     downloads = tmp_path / "downloads" / "inner"
-    result = run_bundle("download", "--name", BUNDLE, "--url", release.as_uri(), "--bundle_dir", str(downloads),
-                        cwd=tmp_path, env=OUTSIDE_ENV, check=False)
+    result = run_bundle(
+        "download",
+        "--name",
+        BUNDLE,
+        "--url",
+        release.as_uri(),
+        "--bundle_dir",
+        str(downloads),
+        cwd=tmp_path,
+        env=OUTSIDE_ENV,
+        check=False,
+    )
     assert result.returncode != 0
     assert "Unsafe path detected in archive: ../evil.py" in result.stdout + result.stderr  # MONAI's own refusal
     assert not (downloads.parent / "evil.py").exists()
@@ -129,8 +156,7 @@ def test_path_traversal_member_is_refused_by_monai_download_and_by_verify(tmp_pa
     [
         ({f"/{BUNDLE}/x.py": b""}, "path traversal"),
         ({"other_bundle/configs/metadata.json": b"{}"}, "one top folder"),
-        ({f"{BUNDLE}/large_files.yml": b"large_files:\n- path: models/model.pt\n  url: file:///x\n"},
-         "no usable hash"),
+        ({f"{BUNDLE}/large_files.yml": b"large_files:\n- path: models/model.pt\n  url: file:///x\n"}, "no usable hash"),
     ],
 )
 def test_verify_refuses_malformed_zips(tmp_path, members, message):
@@ -156,17 +182,42 @@ def release(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("release")
     dist = work / "dist"
     overrides = [arg for key, value in QUICK_TRAINING.items() for arg in ("--train-override", f"{key}={value}")]
-    run_module("nnmamba_nets.release", "--bundle", BUNDLE, "--bundles-dir", str(BUNDLES_DIR), "--train-demo",
-               *overrides, "--out", str(dist), "--large-file-mb", "1", "--asset-base-url", dist.as_uri(),
-               "--schema", str(SCHEMA), cwd=work,
-               env={**OUTSIDE_ENV, "NNMAMBA_CACHE": str(work / "cache")})
+    run_module(
+        "nnmamba_nets.release",
+        "--bundle",
+        BUNDLE,
+        "--bundles-dir",
+        str(BUNDLES_DIR),
+        "--train-demo",
+        *overrides,
+        "--out",
+        str(dist),
+        "--large-file-mb",
+        "1",
+        "--asset-base-url",
+        dist.as_uri(),
+        "--schema",
+        str(SCHEMA),
+        cwd=work,
+        env={**OUTSIDE_ENV, "NNMAMBA_CACHE": str(work / "cache")},
+    )
     assert sorted(path.name for path in work.iterdir()) == ["cache", "dist"]  # no outputs in the working folder
     return dist / f"{BUNDLE}_v0.1.0.zip"
 
 
 def download(release_zip: Path, bundle_dir: Path, check: bool = True):
-    return run_bundle("download", "--name", BUNDLE, "--url", release_zip.as_uri(), "--bundle_dir", str(bundle_dir),
-                      cwd=bundle_dir.parent, env=OUTSIDE_ENV, check=check)
+    return run_bundle(
+        "download",
+        "--name",
+        BUNDLE,
+        "--url",
+        release_zip.as_uri(),
+        "--bundle_dir",
+        str(bundle_dir),
+        cwd=bundle_dir.parent,
+        env=OUTSIDE_ENV,
+        check=check,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -208,9 +259,21 @@ def test_downloaded_bundle_infers_outside_the_repo(downloaded, tmp_path):
     cases = tmp_path / "cases"
     shutil.copytree(case, cases / case.name)
     output_dir = tmp_path / "labels"
-    run_bundle("run", "--config_file", "configs/inference.yaml", "--meta_file", "configs/metadata.json",
-               "--logging_file", "configs/logging.conf", "--dataset_dir", str(cases), "--output_dir", str(output_dir),
-               cwd=downloaded, env=OUTSIDE_ENV)
+    run_bundle(
+        "run",
+        "--config_file",
+        "configs/inference.yaml",
+        "--meta_file",
+        "configs/metadata.json",
+        "--logging_file",
+        "configs/logging.conf",
+        "--dataset_dir",
+        str(cases),
+        "--output_dir",
+        str(output_dir),
+        cwd=downloaded,
+        env=OUTSIDE_ENV,
+    )
     written = nib.load(output_dir / f"{case.name}.nii.gz")
     reference = nib.load(cases / case.name / f"{case.name}-t1n.nii.gz")
     assert written.shape == reference.shape
@@ -224,8 +287,9 @@ def test_monai_bundle_load_fills_the_network_of_the_downloaded_bundle(downloaded
     parser.read_config(str(downloaded / "configs" / "inference.yaml"))
     network = parser.get_parsed_content("network_def")
     # MONAI builds the network itself only from configs/<workflow_type>.json; these bundles are YAML, so pass it
-    loaded = load_bundle(name=BUNDLE, bundle_dir=str(downloaded.parent), source="github", model=network,
-                         device="cpu", progress=False)
+    loaded = load_bundle(
+        name=BUNDLE, bundle_dir=str(downloaded.parent), source="github", model=network, device="cpu", progress=False
+    )
     weights = torch.load(downloaded / "models" / "model.pt", weights_only=True)
     for key, tensor in loaded.state_dict().items():
         torch.testing.assert_close(tensor, weights[key], rtol=0, atol=0, msg=key)
@@ -252,16 +316,16 @@ def tampered_copy(release_zip: Path, target: Path) -> Path:
 @pytest.mark.slow
 def test_weights_with_another_hash_are_refused(release, tmp_path):
     tampered = tampered_copy(release, tmp_path / release.name)
-    refused = run_module("nnmamba_nets.release", "--verify", str(tampered), cwd=tmp_path, env=OUTSIDE_ENV,
-                         check=False)
+    refused = run_module("nnmamba_nets.release", "--verify", str(tampered), cwd=tmp_path, env=OUTSIDE_ENV, check=False)
     assert refused.returncode == 1 and "tampered with" in refused.stderr
 
     # MONAI's `download` extracts it without looking at large_files.yml ...
     bundle_dir = tmp_path / "bundles"
     download(tampered, bundle_dir)
     # ... its `download_large_files` refuses the listed file whose sha256 differs, and so does our verify
-    monai_check = run_bundle("download_large_files", "--bundle_path", str(bundle_dir / BUNDLE), cwd=tmp_path,
-                             env=OUTSIDE_ENV, check=False)
+    monai_check = run_bundle(
+        "download_large_files", "--bundle_path", str(bundle_dir / BUNDLE), cwd=tmp_path, env=OUTSIDE_ENV, check=False
+    )
     assert monai_check.returncode != 0 and "HashCheckError" in monai_check.stderr
     with pytest.raises(ValueError, match="tampered with"):
         verify_bundle_dir(bundle_dir / BUNDLE)

@@ -75,8 +75,9 @@ def run_bundle(command: str, *args: str, **kwargs: Any) -> subprocess.CompletedP
     return run_module("monai.bundle", command, *args, **kwargs)
 
 
-def assert_workflow_properties(configs: Path, config_file: str | Sequence[str], workflow_type: str,
-                               **overrides: Any) -> None:
+def assert_workflow_properties(
+    configs: Path, config_file: str | Sequence[str], workflow_type: str, **overrides: Any
+) -> None:
     """Initialise the bundle workflow and check its required properties (``monai.bundle run`` never does).
 
     Args:
@@ -85,23 +86,39 @@ def assert_workflow_properties(configs: Path, config_file: str | Sequence[str], 
         workflow_type: ``"train"`` or ``"infer"``.
         overrides: config ids to override.
     """
-    workflow = ConfigWorkflow(config_file=config_file, meta_file=str(configs / "metadata.json"),
-                              logging_file=str(configs / "logging.conf"), workflow_type=workflow_type, **overrides)
+    workflow = ConfigWorkflow(
+        config_file=config_file,
+        meta_file=str(configs / "metadata.json"),
+        logging_file=str(configs / "logging.conf"),
+        workflow_type=workflow_type,
+        **overrides,
+    )
     workflow.initialize()
     assert workflow.check_properties() == []
 
 
 def assert_metadata_verifies(configs: Path) -> None:
-    """``monai.bundle verify_metadata`` of ``configs/metadata.json`` against the schema shipped in the repo (offline)."""
+    """``monai.bundle verify_metadata`` of ``configs/metadata.json`` against the repository's schema (offline)."""
     schema = REPO_ROOT / "schemas" / "monai_meta_schema.json"
-    result = run_bundle("verify_metadata", "--meta_file", str(configs / "metadata.json"), "--filepath", str(schema),
-                        timeout=300)
+    result = run_bundle(
+        "verify_metadata", "--meta_file", str(configs / "metadata.json"), "--filepath", str(schema), timeout=300
+    )
     assert "metadata is verified with no error" in result.stdout + result.stderr
 
 
 def assert_net_in_out_verifies(configs: Path, config_name: str = "inference.yaml") -> None:
     """``monai.bundle verify_net_in_out`` of ``network_def`` in ``configs/config_name`` on CPU (2 random inputs)."""
     meta = ["--meta_file", str(configs / "metadata.json"), "--logging_file", str(configs / "logging.conf")]
-    result = run_bundle("verify_net_in_out", "network_def", *meta, "--config_file", str(configs / config_name),
-                        "--device", "cpu", "--n", "2", env={"OMP_NUM_THREADS": "2"})
+    result = run_bundle(
+        "verify_net_in_out",
+        "network_def",
+        *meta,
+        "--config_file",
+        str(configs / config_name),
+        "--device",
+        "cpu",
+        "--n",
+        "2",
+        env={"OMP_NUM_THREADS": "2"},
+    )
     assert "data shape of network is verified with no error" in result.stdout + result.stderr

@@ -87,7 +87,9 @@ _logger = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------------------------------
 
 
-def _head_structures(rng: np.random.Generator) -> tuple[list[tuple[np.ndarray, np.ndarray, np.ndarray, float]], np.ndarray]:
+def _head_structures(
+    rng: np.random.Generator,
+) -> tuple[list[tuple[np.ndarray, np.ndarray, np.ndarray, float]], np.ndarray]:
     """Ellipsoids of one head in its own frame (mm, RAS axes, origin at the head centre) and its landmarks.
 
     Returns:
@@ -103,9 +105,13 @@ def _head_structures(rng: np.random.Generator) -> tuple[list[tuple[np.ndarray, n
         (np.zeros(3), head_radii - 4.5, identity, 0.6),  # brain
     ]
     for side in (-1.0, 1.0):  # lateral ventricles, anterior-superior
-        structures.append((np.array([side * 7.0, 5.0, 9.0]) * scale, np.array([3.5, 13.0, 5.0]) * scale, identity, 0.95))
+        structures.append(
+            (np.array([side * 7.0, 5.0, 9.0]) * scale, np.array([3.5, 13.0, 5.0]) * scale, identity, 0.95)
+        )
     for side in (-1.0, 1.0):  # eyes, anterior-inferior, just inside the head outline
-        structures.append((np.array([side * 14.0, 0.8 * head_radii[1], -12.0 * scale]), np.full(3, 5.0 * scale), identity, 0.95))
+        structures.append(
+            (np.array([side * 14.0, 0.8 * head_radii[1], -12.0 * scale]), np.full(3, 5.0 * scale), identity, 0.95)
+        )
 
     # cerebellum frame: posterior-inferior, its own small rotation
     centre = np.array([0.0, -17.0, -11.0]) * scale + rng.normal(0.0, 1.0, 3)
@@ -239,7 +245,9 @@ def ensure_demo_dataset(
             datalist[split].append({"image": image_file, "landmarks": landmark_file})
             index += 1
     write_text_atomic(datalist_file, json.dumps(datalist, indent=1))
-    write_text_atomic(manifest_file, json.dumps({"settings": settings, "landmark_names": list(LANDMARK_NAMES)}, indent=1))
+    write_text_atomic(
+        manifest_file, json.dumps({"settings": settings, "landmark_names": list(LANDMARK_NAMES)}, indent=1)
+    )
     return str(datalist_file)
 
 
@@ -248,9 +256,13 @@ def ensure_demo_dataset(
 # ---------------------------------------------------------------------------------------------------
 
 
-def _list_files(source: str | os.PathLike | Sequence[str | os.PathLike], suffixes: Sequence[str], what: str) -> list[str]:
+def _list_files(
+    source: str | os.PathLike | Sequence[str | os.PathLike], suffixes: Sequence[str], what: str
+) -> list[str]:
     if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
-        files = sorted(str(p) for p in Path(source).iterdir() if p.is_file() and p.name.lower().endswith(tuple(suffixes)))
+        files = sorted(
+            str(p) for p in Path(source).iterdir() if p.is_file() and p.name.lower().endswith(tuple(suffixes))
+        )
         if not files:
             raise ValueError(f"{what} folder {source} holds no file ending in {list(suffixes)}.")
         return files
@@ -288,11 +300,15 @@ def pair_cases(
             entry[kind] = path
     unpaired = {case: next(iter(entry.values())) for case, entry in by_case.items() if len(entry) != 2}
     if unpaired:
-        raise ValueError(f"files without a matching image or landmark file (paired by name): {sorted(unpaired.values())}.")
+        raise ValueError(
+            f"files without a matching image or landmark file (paired by name): {sorted(unpaired.values())}."
+        )
     return [(entry["image"], entry["landmarks"]) for _, entry in sorted(by_case.items())]
 
 
-def check_case(image_file: str | os.PathLike, landmark_file: str | os.PathLike, names: Sequence[str] = LANDMARK_NAMES) -> None:
+def check_case(
+    image_file: str | os.PathLike, landmark_file: str | os.PathLike, names: Sequence[str] = LANDMARK_NAMES
+) -> None:
     """Check that ``landmark_file`` has exactly ``names``, all defined and inside the image (header only).
 
     Raises:
@@ -346,7 +362,9 @@ def prepare_datalist(
         the datalist ``{"training": [...], "validation": [...], "test": [...], "landmark_names": [...]}``.
     """
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
-        raise ValueError(f"val_fraction and test_fraction must be in [0, 1) with a sum below 1, got {val_fraction}, {test_fraction}.")
+        raise ValueError(
+            f"val_fraction and test_fraction must be in [0, 1) with a sum below 1, got {val_fraction}, {test_fraction}."
+        )
     pairs = pair_cases(images, landmarks)
     problems = []
     for image_file, landmark_file in pairs:
@@ -366,7 +384,9 @@ def prepare_datalist(
     base = Path(os.path.abspath(output_file)).parent
     datalist: dict[str, Any] = {split: [] for split in SPLIT_NAMES}
     for index, (image_file, landmark_file) in enumerate(pairs):
-        datalist[split_of[index]].append({"image": _relative(image_file, base), "landmarks": _relative(landmark_file, base)})
+        datalist[split_of[index]].append(
+            {"image": _relative(image_file, base), "landmarks": _relative(landmark_file, base)}
+        )
     datalist["landmark_names"] = list(names)
     write_text_atomic(output_file, json.dumps(datalist, indent=1))
     _logger.info("wrote %s: %s", output_file, {split: len(datalist[split]) for split in SPLIT_NAMES})

@@ -75,8 +75,10 @@ def voxel_to_world(voxel: torch.Tensor, affine: torch.Tensor | np.ndarray) -> to
     if matrix.dim() == 2:
         matrix = matrix[None]
     if matrix.dim() != 3 or matrix.shape[1:] != (4, 4) or matrix.shape[0] not in (1, voxel.shape[0]):
-        raise ValueError(f"affine must have shape (4, 4) or ({voxel.shape[0]}, 4, 4) for a batch of "
-                         f"{voxel.shape[0]}, got {given_shape}.")
+        raise ValueError(
+            f"affine must have shape (4, 4) or ({voxel.shape[0]}, 4, 4) for a batch of "
+            f"{voxel.shape[0]}, got {given_shape}."
+        )
     rotation, translation = matrix[:, :3, :3], matrix[:, :3, 3]
     return torch.einsum("bij,bkj->bki", rotation, voxel.double()) + translation[:, None, :]
 
@@ -109,8 +111,9 @@ def decode_heatmaps(
     """
     maps = _as_plain_tensor(heatmaps, "heatmaps")
     if maps.dim() != 5 or min(maps.shape) == 0:
-        raise ValueError(f"heatmaps must be a non-empty (batch, landmarks, d0, d1, d2) array, got shape "
-                         f"{tuple(maps.shape)}.")
+        raise ValueError(
+            f"heatmaps must be a non-empty (batch, landmarks, d0, d1, d2) array, got shape {tuple(maps.shape)}."
+        )
     batch, channels = maps.shape[:2]
     confidence, flat_index = maps.reshape(batch, channels, -1).max(dim=-1)  # (b, k) each
     index = list(torch.unravel_index(flat_index, tuple(maps.shape[2:])))  # 3 x (b, k)

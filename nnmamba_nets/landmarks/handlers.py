@@ -52,7 +52,9 @@ def case_name_of(item: dict, image_key: str = "image", name_key: str | None = No
         meta = getattr(item.get(image_key), "meta", None) or {}
         source = str(meta.get("filename_or_obj", ""))
     if not source:
-        raise ValueError(f"cannot name the case: no {name_key!r} and no {image_key!r} file name metadata; keys: {list(item)}.")
+        raise ValueError(
+            f"cannot name the case: no {name_key!r} and no {image_key!r} file name metadata; keys: {list(item)}."
+        )
     return source, case_name(source)
 
 
@@ -263,11 +265,22 @@ class LandmarkErrorReport:
             confidence = output_item[f"{self.pred_key}_confidence"].detach().cpu().double()
             errors = radial_errors(predicted, target)
             if errors.shape != (len(self.names),):
-                raise ValueError(f"{source}: expected {len(self.names)} landmarks, got errors of shape {tuple(errors.shape)}.")
+                raise ValueError(
+                    f"{source}: expected {len(self.names)} landmarks, got errors of shape {tuple(errors.shape)}."
+                )
             self.errors.append(errors)
             for name, true_point, point, error, value in zip(self.names, target, predicted, errors, confidence):
-                rows.append([source, case, name, *map(_format, true_point.tolist()), *map(_format, point.tolist()),
-                             _format(float(error)), _format(float(value))])
+                rows.append(
+                    [
+                        source,
+                        case,
+                        name,
+                        *map(_format, true_point.tolist()),
+                        *map(_format, point.tolist()),
+                        _format(float(error)),
+                        _format(float(value)),
+                    ]
+                )
         self.table.append(rows)  # type: ignore[union-attr]
 
     def write_summary(self, engine: Engine | None = None) -> list[dict]:
@@ -282,6 +295,9 @@ class LandmarkErrorReport:
         lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths))]
         for row in self.summary:
             lines.append("  ".join(_cell(row[k], "{:.3f}").rjust(w) for k, w in zip(header, widths)))
-        self.logger.info("landmark errors over %d cases (mm; SDR = fraction within the threshold):\n%s",
-                         len(self.errors), "\n".join(lines))
+        self.logger.info(
+            "landmark errors over %d cases (mm; SDR = fraction within the threshold):\n%s",
+            len(self.errors),
+            "\n".join(lines),
+        )
         return self.summary

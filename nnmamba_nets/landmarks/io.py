@@ -140,7 +140,7 @@ def convert_coordinate_system(points: np.ndarray, source: str, target: str) -> n
 
 
 def case_name(path: str | os.PathLike) -> str:
-    """File name without its image or landmark extension: ``case_01.nii.gz`` and ``case_01.mrk.json`` give ``case_01``."""
+    """File name without its image or landmark extension (``case_01.nii.gz``, ``case_01.mrk.json`` -> ``case_01``)."""
     name = Path(path).name
     for suffix in sorted(IMAGE_SUFFIXES + LANDMARK_SUFFIXES, key=len, reverse=True):
         if name.lower().endswith(suffix):
@@ -383,8 +383,7 @@ def read_landmarks_csv(path: str | os.PathLike) -> Landmarks:
     systems = [s for s, axes in _CSV_AXES.items() if all(a in header for a in axes)]
     if "label" not in header or len(systems) != 1:
         raise ValueError(
-            f"{path}: expected a header with 'label' and either 'l,p,s' (LPS) or 'r,a,s' (RAS) columns, "
-            f"got {header}."
+            f"{path}: expected a header with 'label' and either 'l,p,s' (LPS) or 'r,a,s' (RAS) columns, got {header}."
         )
     system = systems[0]
     names, points, confidence = [], [], []

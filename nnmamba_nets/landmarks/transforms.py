@@ -156,4 +156,3 @@ class DecodeLandmarksd(MapTransform):
             if self.heatmap_suffix is not None:
                 d[f"{key}{self.heatmap_suffix}"] = heatmaps
         return d
-

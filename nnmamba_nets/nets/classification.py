@@ -67,7 +67,9 @@ class nnMambaEncoder(nn.Module):
         self.layer2 = make_res_layer(2 * channels, 4 * channels, blocks, stride=2)
         self.layer3 = make_res_layer(4 * channels, 8 * channels, blocks, stride=2)
         self.pooling = nn.AdaptiveAvgPool3d(1)
-        self.mamba_seq = MambaSeq(self.token_width, d_state=8, d_conv=2, expand=2, backend=backend) if mamba_seq else None
+        self.mamba_seq = (
+            MambaSeq(self.token_width, d_state=8, d_conv=2, expand=2, backend=backend) if mamba_seq else None
+        )
         self.mlp = nn.Sequential(
             nn.Linear(14 * channels, channels), nn.ReLU(), nn.Dropout(0.5), nn.Linear(channels, out_channels)
         )

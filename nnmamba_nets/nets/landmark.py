@@ -56,6 +56,8 @@ class nnMambaLandmark(nnMambaSeg):
             affine) and ``confidence`` (batch, out_channels).
         """
         if heatmaps.shape[1:2] != (self.out_channels,):
-            raise ValueError(f"{type(self).__name__} has {self.out_channels} landmarks, got heatmaps of shape "
-                             f"{tuple(heatmaps.shape)}.")
+            raise ValueError(
+                f"{type(self).__name__} has {self.out_channels} landmarks, got heatmaps of shape "
+                f"{tuple(heatmaps.shape)}."
+            )
         return decode_heatmaps(heatmaps, affine=affine, refine=refine)

@@ -22,7 +22,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from typing import Callable
 
 import torch
@@ -65,7 +65,7 @@ class BackendChoice:
     reason: str
 
 
-@lru_cache(maxsize=None)
+@cache
 def probe_package(module: str) -> tuple[bool, str]:
     """Whether ``module`` imports here.
 
@@ -140,8 +140,10 @@ def resolve_backend(backend: str | None, device: torch.device | str) -> BackendC
         ok, detail = _supports(backend, device)
         if not ok:
             hint = _INSTALL_HINTS[backend]
-            raise RuntimeError(f"Scan backend {backend!r} (from {source}) cannot run on {device.type}: {detail}."
-                               + (f" To use it, {hint}." if hint else ""))
+            raise RuntimeError(
+                f"Scan backend {backend!r} (from {source}) cannot run on {device.type}: {detail}."
+                + (f" To use it, {hint}." if hint else "")
+            )
         return BackendChoice(backend, f"requested by {source} ({detail})")
     order = ("cuda", "triton", "torch") if device.type == "cuda" else ("cpu", "torch")
     skipped = []
@@ -154,7 +156,7 @@ def resolve_backend(backend: str | None, device: torch.device | str) -> BackendC
     raise AssertionError("unreachable: the torch backend always runs")  # pragma: no cover
 
 
-@lru_cache(maxsize=None)
+@cache
 def get_scan_fn(name: str) -> Callable[..., torch.Tensor]:
     """The scan function implementing backend ``name`` (imported on first use)."""
     if name == "cuda":
@@ -174,10 +176,11 @@ def get_scan_fn(name: str) -> Callable[..., torch.Tensor]:
     return selective_scan_ref if name == "ref" else selective_scan_torch
 
 
-@lru_cache(maxsize=None)
+@cache
 def _log_auto_choice(device_type: str, choice: BackendChoice) -> None:
-    _logger.info("nnmamba_nets: selective scan on %s tensors uses backend %r (%s)", device_type, choice.name,
-                 choice.reason)
+    _logger.info(
+        "nnmamba_nets: selective scan on %s tensors uses backend %r (%s)", device_type, choice.name, choice.reason
+    )
 
 
 def selective_scan(

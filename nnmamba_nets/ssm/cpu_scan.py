@@ -77,8 +77,9 @@ def _log1p_unit(e):
     """log(1 + e) for e in [0, 1] as 2 atanh(e / (2 + e)) by its odd series (about 1e-7 relative)."""
     s = e / (_F(2.0) + e)  # s in [0, 1/3]
     s2 = s * s
-    series = _ONE + s2 * (_F(1 / 3) + s2 * (_F(1 / 5) + s2 * (_F(1 / 7) + s2 * (_F(1 / 9) + s2 * (_F(1 / 11)
-                                                                                            + s2 * _F(1 / 13))))))
+    series = _ONE + s2 * (
+        _F(1 / 3) + s2 * (_F(1 / 5) + s2 * (_F(1 / 7) + s2 * (_F(1 / 9) + s2 * (_F(1 / 11) + s2 * _F(1 / 13)))))
+    )
     return _F(2.0) * s * series
 
 
@@ -208,8 +209,26 @@ def _scan_forward(u, delta, A, Bt, Ct, D, z, delta_bias, softplus, has_z, lanes,
 
 
 @numba.njit(fastmath=True, error_model="numpy", cache=True)
-def _chunk_adjoint(dts, xs, drives, dys, a_lanes, d_lanes, Bt_b, Ct_b, t0, steps, states, decays,
-                   adjoint, dA_acc, dxs, ddts, dB_b, dC_b):
+def _chunk_adjoint(
+    dts,
+    xs,
+    drives,
+    dys,
+    a_lanes,
+    d_lanes,
+    Bt_b,
+    Ct_b,
+    t0,
+    steps,
+    states,
+    decays,
+    adjoint,
+    dA_acc,
+    dxs,
+    ddts,
+    dB_b,
+    dC_b,
+):
     """Run the adjoint state ``adjoint`` backwards through one chunk, given the output gradients ``dys``.
 
     Writes dxs, ddts (gradients of u and of the time steps, per position and lane); adds to dA_acc
@@ -273,8 +292,30 @@ def _time_steps_backward(delta_row, bias, softplus, dt_grad_row, ddelta_row):
 
 
 @numba.njit(parallel=True, fastmath=True, error_model="numpy", cache=True)
-def _scan_backward(u, delta, A, Bt, Ct, D, z, delta_bias, softplus, has_z, lanes, boundary, grad_out, n_groups,
-                   du, ddelta, dz, dA_rows, dD_rows, dbias_rows, dB_groups, dC_groups):
+def _scan_backward(
+    u,
+    delta,
+    A,
+    Bt,
+    Ct,
+    D,
+    z,
+    delta_bias,
+    softplus,
+    has_z,
+    lanes,
+    boundary,
+    grad_out,
+    n_groups,
+    du,
+    ddelta,
+    dz,
+    dA_rows,
+    dD_rows,
+    dbias_rows,
+    dB_groups,
+    dC_groups,
+):
     """Adjoint of :func:`_scan_forward`.
 
     Writes du, ddelta, dz: (b, d, l); dA_rows: (b, d, n); dD_rows, dbias_rows: (b, d);
@@ -326,8 +367,14 @@ def _scan_backward(u, delta, A, Bt, Ct, D, z, delta_bias, softplus, has_z, lanes
                     if has_z:
                         for k in range(steps):
                             row[k] = ys[k, w]
-                        dD_acc[w] += _gate_backward(row[:steps], z[b, d0 + w, t0:t1], grad_out[b, d0 + w, t0:t1],
-                                                    u[b, d0 + w, t0:t1], dz[b, d0 + w, t0:t1], row2[:steps])
+                        dD_acc[w] += _gate_backward(
+                            row[:steps],
+                            z[b, d0 + w, t0:t1],
+                            grad_out[b, d0 + w, t0:t1],
+                            u[b, d0 + w, t0:t1],
+                            dz[b, d0 + w, t0:t1],
+                            row2[:steps],
+                        )
                         for k in range(steps):
                             dys[k, w] = row2[k]
                     else:
@@ -335,14 +382,33 @@ def _scan_backward(u, delta, A, Bt, Ct, D, z, delta_bias, softplus, has_z, lanes
                             g = grad_out[b, d0 + w, t0 + k]
                             dys[k, w] = g
                             dD_acc[w] += g * u[b, d0 + w, t0 + k]
-                _chunk_adjoint(dts, xs, drives, dys, a_lanes, d_lanes, Bt[b], Ct[b], t0, steps, states, decays,
-                               adjoint, dA_acc, dxs, ddts, dB_g, dC_g)
+                _chunk_adjoint(
+                    dts,
+                    xs,
+                    drives,
+                    dys,
+                    a_lanes,
+                    d_lanes,
+                    Bt[b],
+                    Ct[b],
+                    t0,
+                    steps,
+                    states,
+                    decays,
+                    adjoint,
+                    dA_acc,
+                    dxs,
+                    ddts,
+                    dB_g,
+                    dC_g,
+                )
                 for w in range(width):
                     for k in range(steps):
                         row[k] = ddts[k, w]
                         du[b, d0 + w, t0 + k] = dxs[k, w]
-                    dbias_acc[w] += _time_steps_backward(delta[b, d0 + w, t0:t1], bias_lanes[w], softplus, row[:steps],
-                                                         ddelta[b, d0 + w, t0:t1])
+                    dbias_acc[w] += _time_steps_backward(
+                        delta[b, d0 + w, t0:t1], bias_lanes[w], softplus, row[:steps], ddelta[b, d0 + w, t0:t1]
+                    )
             for w in range(width):
                 for n in range(d_state):
                     dA_rows[b, d0 + w, n] = dA_acc[n, w]
@@ -420,8 +486,23 @@ class _SelectiveScanCpu(torch.autograd.Function):
         dbias_rows = np.empty((n_batch, n_dim), dtype=np.float32)
         dB_groups = np.zeros((n_groups, n_batch, length, d_state), dtype=np.float32)
         dC_groups = np.zeros((n_groups, n_batch, length, d_state), dtype=np.float32)
-        _scan_backward(*ctx.arrays, ctx.softplus, has_z, lanes, ctx.boundary, _as_array(grad_out, ()), n_groups,
-                       du, ddelta, dz, dA_rows, dD_rows, dbias_rows, dB_groups, dC_groups)
+        _scan_backward(
+            *ctx.arrays,
+            ctx.softplus,
+            has_z,
+            lanes,
+            ctx.boundary,
+            _as_array(grad_out, ()),
+            n_groups,
+            du,
+            ddelta,
+            dz,
+            dA_rows,
+            dD_rows,
+            dbias_rows,
+            dB_groups,
+            dC_groups,
+        )
         del ctx.arrays, ctx.boundary
         return (
             _to_tensor(du, like[0]),

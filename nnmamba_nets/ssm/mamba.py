@@ -88,8 +88,15 @@ class Mamba(nn.Module):
         self._choices: dict[str, BackendChoice] = {}
 
         self.in_proj = nn.Linear(d_model, self.d_inner * 2, bias=bias, **factory_kwargs)
-        self.conv1d = nn.Conv1d(self.d_inner, self.d_inner, kernel_size=d_conv, groups=self.d_inner,
-                                padding=d_conv - 1, bias=conv_bias, **factory_kwargs)
+        self.conv1d = nn.Conv1d(
+            self.d_inner,
+            self.d_inner,
+            kernel_size=d_conv,
+            groups=self.d_inner,
+            padding=d_conv - 1,
+            bias=conv_bias,
+            **factory_kwargs,
+        )
         self.act = nn.SiLU()
         self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False, **factory_kwargs)
         self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True, **factory_kwargs)
@@ -146,7 +153,9 @@ class Mamba(nn.Module):
             (B, L, d_model), same shape.
         """
         if hidden_states.dim() != 3 or hidden_states.shape[-1] != self.d_model:
-            raise ValueError(f"Mamba expects (batch, length, d_model={self.d_model}), got {tuple(hidden_states.shape)}.")
+            raise ValueError(
+                f"Mamba expects (batch, length, d_model={self.d_model}), got {tuple(hidden_states.shape)}."
+            )
         choice = self.backend_for(hidden_states.device)
         xz = self.in_proj(hidden_states).transpose(1, 2)  # (b, 2 * d_inner, l)
         x, z = xz.chunk(2, dim=1)  # (b, d_inner, l) each
@@ -158,13 +167,21 @@ class Mamba(nn.Module):
         C = C.transpose(1, 2).contiguous()  # (b, d_state, l)
         A = -torch.exp(self.A_log.float())  # (d_inner, d_state)
         y = get_scan_fn(choice.name)(
-            x.contiguous(), dt.contiguous(), A, B, C, self.D.float(), z.contiguous(),
-            self.dt_proj.bias.float(), True,
+            x.contiguous(),
+            dt.contiguous(),
+            A,
+            B,
+            C,
+            self.D.float(),
+            z.contiguous(),
+            self.dt_proj.bias.float(),
+            True,
         )  # (b, d_inner, l)
         return self.out_proj(y.transpose(1, 2))  # (b, l, d_model)
 
     def extra_repr(self) -> str:
         chosen = ", ".join(f"{dev}={c.name}" for dev, c in self._choices.items())
-        return (f"d_model={self.d_model}, d_state={self.d_state}, d_conv={self.d_conv}, expand={self.expand}, "
-                f"dt_rank={self.dt_rank}, backend={self.backend!r}" + (f" [{chosen}]" if chosen else ""))
-
+        return (
+            f"d_model={self.d_model}, d_state={self.d_state}, d_conv={self.d_conv}, expand={self.expand}, "
+            f"dt_rank={self.dt_rank}, backend={self.backend!r}" + (f" [{chosen}]" if chosen else "")
+        )

@@ -58,8 +58,10 @@ def check_scan_inputs(
     }
     for name, (tensor, shape) in expected.items():
         if tensor is not None and tuple(tensor.shape) != shape:
-            raise ValueError(f"{name} must have shape {shape} to match u {tuple(u.shape)} and A {tuple(A.shape)}, "
-                             f"got {tuple(tensor.shape)}.")
+            raise ValueError(
+                f"{name} must have shape {shape} to match u {tuple(u.shape)} and A {tuple(A.shape)}, "
+                f"got {tuple(tensor.shape)}."
+            )
 
 
 def _prepare_delta(delta: torch.Tensor, delta_bias: torch.Tensor | None, delta_softplus: bool) -> torch.Tensor:
@@ -169,9 +171,7 @@ def selective_scan_torch(
     delta = _prepare_delta(delta, delta_bias, delta_softplus)
     A32, B32, C32 = A.float(), B.float(), C.float()
     state = u32.new_zeros((u.shape[0], A.shape[0], A.shape[1]))
-    use_checkpoint = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (u, delta, A, B, C)
-    )
+    use_checkpoint = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (u, delta, A, B, C))
     ys = []
     for start in range(0, u.shape[2], chunk_size):
         part = slice(start, start + chunk_size)

@@ -40,8 +40,17 @@ def _time_step(delta_ptr, offsets, mask, delta_bias, DELTA_SOFTPLUS: tl.constexp
 
 
 @triton.jit
-def _block_params(A_ptr, D_ptr, delta_bias_ptr, dim, d_state, HAS_D: tl.constexpr, HAS_DELTA_BIAS: tl.constexpr,
-                  BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+def _block_params(
+    A_ptr,
+    D_ptr,
+    delta_bias_ptr,
+    dim,
+    d_state,
+    HAS_D: tl.constexpr,
+    HAS_DELTA_BIAS: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
     """This program's channel and state offsets and masks, and its fp32 ``A`` (BLOCK_D, BLOCK_N), ``D`` and
     ``delta_bias`` (BLOCK_D,) (zeros where absent or masked)."""
     offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
@@ -61,16 +70,34 @@ def _block_params(A_ptr, D_ptr, delta_bias_ptr, dim, d_state, HAS_D: tl.constexp
 
 @triton.jit
 def _scan_fwd_kernel(
-    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, delta_bias_ptr,  # inputs
-    out_ptr, states_ptr,  # outputs: (b, dim, l) and (b, n_dim_blocks, n_chunks, BLOCK_D, BLOCK_N)
-    dim, length, d_state, n_chunks,
-    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_DELTA_BIAS: tl.constexpr, DELTA_SOFTPLUS: tl.constexpr,
-    SAVE_STATES: tl.constexpr, CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+    u_ptr,
+    delta_ptr,
+    A_ptr,
+    B_ptr,
+    C_ptr,
+    D_ptr,
+    z_ptr,
+    delta_bias_ptr,  # inputs
+    out_ptr,
+    states_ptr,  # outputs: (b, dim, l) and (b, n_dim_blocks, n_chunks, BLOCK_D, BLOCK_N)
+    dim,
+    length,
+    d_state,
+    n_chunks,
+    HAS_D: tl.constexpr,
+    HAS_Z: tl.constexpr,
+    HAS_DELTA_BIAS: tl.constexpr,
+    DELTA_SOFTPLUS: tl.constexpr,
+    SAVE_STATES: tl.constexpr,
+    CHUNK: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_N: tl.constexpr,
 ):
     pid_b = tl.program_id(0).to(tl.int64)
     pid_d = tl.program_id(1)
     offs_d, offs_n, mask_d, mask_n, mask_dn, A, D, delta_bias = _block_params(
-        A_ptr, D_ptr, delta_bias_ptr, dim, d_state, HAS_D, HAS_DELTA_BIAS, BLOCK_D, BLOCK_N)
+        A_ptr, D_ptr, delta_bias_ptr, dim, d_state, HAS_D, HAS_DELTA_BIAS, BLOCK_D, BLOCK_N
+    )
     row = (pid_b * dim + offs_d) * length  # (BLOCK_D,) start of each channel's sequence
     bc_row = (pid_b * d_state + offs_n) * length  # (BLOCK_N,) start of each state's B/C sequence
     tile = tl.arange(0, BLOCK_D)[:, None] * BLOCK_N + offs_n[None, :]  # (BLOCK_D, BLOCK_N) in a padded tile
@@ -97,21 +124,43 @@ def _scan_fwd_kernel(
 
 @triton.jit
 def _scan_bwd_kernel(
-    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, delta_bias_ptr, dout_ptr, states_ptr,  # inputs
+    u_ptr,
+    delta_ptr,
+    A_ptr,
+    B_ptr,
+    C_ptr,
+    D_ptr,
+    z_ptr,
+    delta_bias_ptr,
+    dout_ptr,
+    states_ptr,  # inputs
     scratch_ptr,  # (b, n_dim_blocks, CHUNK, BLOCK_D, BLOCK_N) fp32 work space
-    du_ptr, ddelta_ptr, dz_ptr,  # (b, dim, l) gradients
+    du_ptr,
+    ddelta_ptr,
+    dz_ptr,  # (b, dim, l) gradients
     dA_ptr,  # (b, dim, d_state) fp32 per-batch partial sums
-    dB_ptr, dC_ptr,  # (b, n_dim_blocks, d_state, l) fp32 per-channel-block partial sums
-    dD_ptr, ddelta_bias_ptr,  # (b, dim) fp32 per-batch partial sums
-    dim, length, d_state, n_chunks,
-    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_DELTA_BIAS: tl.constexpr, DELTA_SOFTPLUS: tl.constexpr,
-    CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+    dB_ptr,
+    dC_ptr,  # (b, n_dim_blocks, d_state, l) fp32 per-channel-block partial sums
+    dD_ptr,
+    ddelta_bias_ptr,  # (b, dim) fp32 per-batch partial sums
+    dim,
+    length,
+    d_state,
+    n_chunks,
+    HAS_D: tl.constexpr,
+    HAS_Z: tl.constexpr,
+    HAS_DELTA_BIAS: tl.constexpr,
+    DELTA_SOFTPLUS: tl.constexpr,
+    CHUNK: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_N: tl.constexpr,
 ):
     pid_b = tl.program_id(0).to(tl.int64)
     pid_d = tl.program_id(1)
     n_dim_blocks = tl.num_programs(1)
     offs_d, offs_n, mask_d, mask_n, mask_dn, A, D, delta_bias = _block_params(
-        A_ptr, D_ptr, delta_bias_ptr, dim, d_state, HAS_D, HAS_DELTA_BIAS, BLOCK_D, BLOCK_N)
+        A_ptr, D_ptr, delta_bias_ptr, dim, d_state, HAS_D, HAS_DELTA_BIAS, BLOCK_D, BLOCK_N
+    )
     dD = tl.zeros((BLOCK_D,), dtype=tl.float32)
     ddelta_bias = tl.zeros((BLOCK_D,), dtype=tl.float32)
     row = (pid_b * dim + offs_d) * length  # (BLOCK_D,)
@@ -233,10 +282,30 @@ class _SelectiveScanTriton(torch.autograd.Function):
         states = u.new_empty(states_shape, dtype=torch.float32) if save_states else None
         with _on_device(u.device):  # enable_fp_fusion: fused multiply-adds, whatever Triton's default
             _scan_fwd_kernel[(batch, n_dim_blocks)](
-                u, delta, A, B, C, D, z, delta_bias, out, states, dim, length, d_state, n_chunks,
-                HAS_D=D is not None, HAS_Z=z is not None, HAS_DELTA_BIAS=delta_bias is not None,
-                DELTA_SOFTPLUS=delta_softplus, SAVE_STATES=save_states, CHUNK=chunk_size, BLOCK_D=block_d,
-                BLOCK_N=block_n, num_warps=num_warps, enable_fp_fusion=True,
+                u,
+                delta,
+                A,
+                B,
+                C,
+                D,
+                z,
+                delta_bias,
+                out,
+                states,
+                dim,
+                length,
+                d_state,
+                n_chunks,
+                HAS_D=D is not None,
+                HAS_Z=z is not None,
+                HAS_DELTA_BIAS=delta_bias is not None,
+                DELTA_SOFTPLUS=delta_softplus,
+                SAVE_STATES=save_states,
+                CHUNK=chunk_size,
+                BLOCK_D=block_d,
+                BLOCK_N=block_n,
+                num_warps=num_warps,
+                enable_fp_fusion=True,
             )
         if save_states:
             ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, states)
@@ -262,11 +331,38 @@ class _SelectiveScanTriton(torch.autograd.Function):
         ddelta_bias = torch.empty((batch, dim), **fp32) if delta_bias is not None else None
         with _on_device(u.device):
             _scan_bwd_kernel[(batch, n_dim_blocks)](
-                u, delta, A, B, C, D, z, delta_bias, dout, states, scratch, du, ddelta, dz, dA, dB, dC, dD,
-                ddelta_bias, dim, length, d_state, n_chunks,
-                HAS_D=D is not None, HAS_Z=z is not None, HAS_DELTA_BIAS=delta_bias is not None,
-                DELTA_SOFTPLUS=delta_softplus, CHUNK=chunk_size, BLOCK_D=block_d, BLOCK_N=block_n,
-                num_warps=num_warps, enable_fp_fusion=True,
+                u,
+                delta,
+                A,
+                B,
+                C,
+                D,
+                z,
+                delta_bias,
+                dout,
+                states,
+                scratch,
+                du,
+                ddelta,
+                dz,
+                dA,
+                dB,
+                dC,
+                dD,
+                ddelta_bias,
+                dim,
+                length,
+                d_state,
+                n_chunks,
+                HAS_D=D is not None,
+                HAS_Z=z is not None,
+                HAS_DELTA_BIAS=delta_bias is not None,
+                DELTA_SOFTPLUS=delta_softplus,
+                CHUNK=chunk_size,
+                BLOCK_D=block_d,
+                BLOCK_N=block_n,
+                num_warps=num_warps,
+                enable_fp_fusion=True,
             )
         return (
             du,
@@ -333,7 +429,9 @@ def selective_scan_triton(
             raise ValueError(f"{name} is on {tensor.device} but u is on {u.device}; move all inputs to one device.")
     launch_config = _launch_config(u.shape[1], A.shape[1], block_d)
     if u.device.type != "cuda" and not _INTERPRETED:
-        raise ValueError(f"The triton scan backend needs CUDA tensors, got tensors on {u.device} (to run its "
-                         "kernels in the slow CPU interpreter, set TRITON_INTERPRET=1 before importing triton).")
+        raise ValueError(
+            f"The triton scan backend needs CUDA tensors, got tensors on {u.device} (to run its "
+            "kernels in the slow CPU interpreter, set TRITON_INTERPRET=1 before importing triton)."
+        )
     contiguous = [t.contiguous() if t is not None else None for t in tensors.values()]
     return _SelectiveScanTriton.apply(*contiguous, delta_softplus, chunk_size, launch_config)

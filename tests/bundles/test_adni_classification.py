@@ -16,7 +16,14 @@ from monai.bundle.reference_resolver import ReferenceResolver
 
 from nnmamba_nets.common.checkpoints import latest_checkpoint
 from nnmamba_nets.data.adni import check_subject_disjoint, ensure_demo_data
-from tests.utils import BUNDLES_DIR, assert_metadata_verifies, assert_workflow_properties, cli_overrides, run_bundle, run_module
+from tests.utils import (
+    BUNDLES_DIR,
+    assert_metadata_verifies,
+    assert_workflow_properties,
+    cli_overrides,
+    run_bundle,
+    run_module,
+)
 
 BUNDLE = BUNDLES_DIR / "nnmamba_adni_classification"
 CONFIGS = BUNDLE / "configs"

@@ -17,7 +17,15 @@ import torch
 
 from nnmamba_nets.data import brats
 from nnmamba_nets.nets import nnMambaSeg
-from tests.utils import BUNDLES_DIR, assert_metadata_verifies, assert_net_in_out_verifies, assert_workflow_properties, cli_overrides, run_bundle, run_module
+from tests.utils import (
+    BUNDLES_DIR,
+    assert_metadata_verifies,
+    assert_net_in_out_verifies,
+    assert_workflow_properties,
+    cli_overrides,
+    run_bundle,
+    run_module,
+)
 
 BUNDLE = BUNDLES_DIR / "nnmamba_brats_segmentation"
 CONFIGS = BUNDLE / "configs"

@@ -8,12 +8,16 @@ from monai.bundle import ConfigParser
 from nnmamba_nets.common.flags import as_flag
 from tests.utils import BUNDLES_DIR
 
-TRAIN_CONFIGS = [BUNDLES_DIR / name / "configs" / "train.yaml"
-                 for name in ("nnmamba_brats_segmentation", "nnmamba_adni_classification", "nnmamba_fetal_landmarks")]
+TRAIN_CONFIGS = [
+    BUNDLES_DIR / name / "configs" / "train.yaml"
+    for name in ("nnmamba_brats_segmentation", "nnmamba_adni_classification", "nnmamba_fetal_landmarks")
+]
 
 
-@pytest.mark.parametrize("value, expected", [(True, True), (False, False), ("false", False), ("True", True),
-                                             (" no ", False), ("1", True), (0, False)])
+@pytest.mark.parametrize(
+    "value, expected",
+    [(True, True), (False, False), ("false", False), ("True", True), (" no ", False), ("1", True), (0, False)],
+)
 def test_as_flag_reads_cli_text(value, expected):
     assert as_flag(value, "resume") is expected
 
@@ -40,8 +44,9 @@ def checkpoint_loader_disabled(parser: ConfigParser) -> bool:
 
 
 @pytest.mark.parametrize("config_file", TRAIN_CONFIGS, ids=lambda p: p.parent.parent.name)
-@pytest.mark.parametrize("resume, disabled", [("false", True), ("False", True), (False, True), ("true", False),
-                                              (True, False)])
+@pytest.mark.parametrize(
+    "resume, disabled", [("false", True), ("False", True), (False, True), ("true", False), (True, False)]
+)
 def test_resume_flag_from_the_cli(config_file, resume, disabled):
     assert checkpoint_loader_disabled(parser_with(config_file, resume=resume)) is disabled
 

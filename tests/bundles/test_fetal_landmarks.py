@@ -17,7 +17,14 @@ from monai.bundle import ConfigParser
 
 from nnmamba_nets.data.fetal import LANDMARK_NAMES
 from nnmamba_nets.landmarks.io import read_landmarks
-from tests.utils import BUNDLES_DIR, assert_metadata_verifies, assert_net_in_out_verifies, assert_workflow_properties, cli_overrides, run_bundle
+from tests.utils import (
+    BUNDLES_DIR,
+    assert_metadata_verifies,
+    assert_net_in_out_verifies,
+    assert_workflow_properties,
+    cli_overrides,
+    run_bundle,
+)
 
 BUNDLE = BUNDLES_DIR / "nnmamba_fetal_landmarks"
 CONFIGS = BUNDLE / "configs"
@@ -40,7 +47,9 @@ def tiny_datalist(folder) -> str:
 def test_check_properties(config, workflow_type, tmp_path, monkeypatch):
     monkeypatch.setenv("NNMAMBA_CACHE", str(tmp_path / "cache"))
     assert_workflow_properties(
-        CONFIGS, str(CONFIGS / config), workflow_type,
+        CONFIGS,
+        str(CONFIGS / config),
+        workflow_type,
         bundle_root=str(tmp_path / "bundle"),  # handlers create their folders: keep them out of the cwd
         datalist_file=tiny_datalist(tmp_path / "data"),
     )
@@ -73,7 +82,10 @@ def test_evaluate_and_inference_configs_merge():
     parser.read_config([TRAIN, str(CONFIGS / "evaluate.yaml")])
     parser.parse()
     targets = [handler["_target_"] for handler in parser["validate#handlers"]]
-    assert targets[-2:] == ["nnmamba_nets.landmarks.handlers.LandmarkErrorReport", "nnmamba_nets.landmarks.handlers.LandmarkWriter"]
+    assert targets[-2:] == [
+        "nnmamba_nets.landmarks.handlers.LandmarkErrorReport",
+        "nnmamba_nets.landmarks.handlers.LandmarkWriter",
+    ]
     inference = ConfigParser()
     inference.read_config(str(CONFIGS / "inference.yaml"))
     for key in ("landmark_names", "pixdim", "spatial_size", "channels", "blocks", "heatmap_loss", "heatmap_sigma"):
@@ -86,7 +98,10 @@ def test_train_resume_evaluate_and_infer(tmp_path):
     datalist = tiny_datalist(tmp_path / "data")
     env = {**ENV, "NNMAMBA_CACHE": str(tmp_path / "cache")}
     run_dir = tmp_path / "run"
-    common = [*META, *cli_overrides({"bundle_root": str(run_dir), "datalist_file": datalist, "batch_size": 2, "val_interval": 1})]
+    common = [
+        *META,
+        *cli_overrides({"bundle_root": str(run_dir), "datalist_file": datalist, "batch_size": 2, "val_interval": 1}),
+    ]
     run_bundle("run", "training", "--config_file", TRAIN, *common, "--max_epochs", "1", env=env)
     models = run_dir / "models"
     assert (models / "model.pt").is_file() and (models / "checkpoint_epoch=1.pt").is_file()
@@ -115,9 +130,19 @@ def test_train_resume_evaluate_and_infer(tmp_path):
     missing = str(tmp_path / "missing.nii.gz")
     inputs = f"$[i['image'] for i in monai.data.load_decathlon_datalist(@datalist_file, False, 'test')] + ['{missing}']"
     run_bundle(
-        "run", "--config_file", str(CONFIGS / "inference.yaml"), *META,
-        *cli_overrides({"bundle_root": str(run_dir), "datalist_file": datalist, "output_dir": str(out_dir),
-                        "input_files": inputs, "save_heatmaps": True}),
+        "run",
+        "--config_file",
+        str(CONFIGS / "inference.yaml"),
+        *META,
+        *cli_overrides(
+            {
+                "bundle_root": str(run_dir),
+                "datalist_file": datalist,
+                "output_dir": str(out_dir),
+                "input_files": inputs,
+                "save_heatmaps": True,
+            }
+        ),
         env=env,
     )
     with open(out_dir / "landmarks.csv") as stream:

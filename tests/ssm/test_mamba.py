@@ -32,7 +32,7 @@ def mamba_by_equations(mixer: Mamba, hidden: torch.Tensor) -> torch.Tensor:
             xc = conv * torch.sigmoid(conv)
             proj = p["x_proj.weight"] @ xc
             dt = F.softplus(p["dt_proj.weight"] @ proj[:rank] + p["dt_proj.bias"])  # (d_inner,)
-            B_t, C_t = proj[rank:rank + d_state], proj[rank + d_state:]
+            B_t, C_t = proj[rank : rank + d_state], proj[rank + d_state :]
             state = torch.exp(dt[:, None] * A) * state + (dt * xc)[:, None] * B_t[None, :]
             y = state @ C_t + p["D"] * xc
             out[b, t] = y * F.silu(z[b, t])

@@ -13,11 +13,22 @@ from nnmamba_nets.ssm.backends import ENV_VAR
 ARG_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
 
-def make_scan_inputs(batch: int, dim: int, length: int, d_state: int, with_d: bool, with_z: bool, with_bias: bool,
-                     softplus: bool, seed: int = 0) -> dict[str, torch.Tensor | None]:
+def make_scan_inputs(
+    batch: int,
+    dim: int,
+    length: int,
+    d_state: int,
+    with_d: bool,
+    with_z: bool,
+    with_bias: bool,
+    softplus: bool,
+    seed: int = 0,
+) -> dict[str, torch.Tensor | None]:
     """Random scan inputs in the regime Mamba uses (A < 0, time steps > 0), all requiring grad."""
     gen = torch.Generator().manual_seed(seed)
-    delta = torch.randn(batch, dim, length, generator=gen) if softplus else torch.rand(batch, dim, length, generator=gen)
+    delta = (
+        torch.randn(batch, dim, length, generator=gen) if softplus else torch.rand(batch, dim, length, generator=gen)
+    )
     inputs = {
         "u": torch.randn(batch, dim, length, generator=gen),
         "delta": delta * 0.5,
@@ -28,7 +39,8 @@ def make_scan_inputs(batch: int, dim: int, length: int, d_state: int, with_d: bo
         "z": torch.randn(batch, dim, length, generator=gen) if with_z else None,
         # Without softplus the time steps must stay positive (negative ones make the recurrence explode).
         "delta_bias": (torch.randn(dim, generator=gen) if softplus else torch.rand(dim, generator=gen)) * 0.5
-        if with_bias else None,
+        if with_bias
+        else None,
     }
     return {k: None if v is None else v.requires_grad_() for k, v in inputs.items()}
 
@@ -43,9 +55,13 @@ def run_with_grads(backend: str, inputs: dict, softplus: bool, grad_out: torch.T
     return out.detach(), {k: v.grad for k, v in leaves.items() if v is not None}
 
 
-OPTION_SETS = [(True, True, True, True), (False, False, False, False), (True, False, True, False),
-               (False, True, False, True)]  # (D, z, delta_bias, softplus)
-CPU_CASES = [(b, l, n, opts) for b, l, n, opts in itertools.product((1, 3), (1, 7, 1000), (8, 16), OPTION_SETS)]
+OPTION_SETS = [
+    (True, True, True, True),
+    (False, False, False, False),
+    (True, False, True, False),
+    (False, True, False, True),
+]  # (D, z, delta_bias, softplus)
+CPU_CASES = list(itertools.product((1, 3), (1, 7, 1000), (8, 16), OPTION_SETS))
 assert len(CPU_CASES) == 2 * 3 * 2 * 4
 
 
@@ -59,8 +75,13 @@ def test_cpu_backend_matches_torch_backend(batch: int, length: int, d_state: int
     assert set(grads_cpu) == {k for k, v in inputs.items() if v is not None}
     for name in grads_cpu:
         scale = grads_torch[name].abs().max().item() + 1e-6
-        torch.testing.assert_close(grads_cpu[name] / scale, grads_torch[name] / scale, rtol=1e-4, atol=1e-4,
-                                   msg=lambda m, n=name: f"gradient of {n}: {m}")
+        torch.testing.assert_close(
+            grads_cpu[name] / scale,
+            grads_torch[name] / scale,
+            rtol=1e-4,
+            atol=1e-4,
+            msg=lambda m, n=name: f"gradient of {n}: {m}",
+        )
 
 
 @pytest.mark.parametrize("lanes", [8, 16, 32, 64])
@@ -75,12 +96,19 @@ def test_cpu_backend_channel_blocks(lanes: int, monkeypatch: pytest.MonkeyPatch)
     torch.testing.assert_close(out_cpu, out_torch, rtol=1e-4, atol=1e-4)
     for name in ARG_NAMES:
         scale = grads_torch[name].abs().max().item() + 1e-6
-        torch.testing.assert_close(grads_cpu[name] / scale, grads_torch[name] / scale, rtol=1e-4, atol=1e-4,
-                                   msg=lambda m, n=name: f"gradient of {n}: {m}")
+        torch.testing.assert_close(
+            grads_cpu[name] / scale,
+            grads_torch[name] / scale,
+            rtol=1e-4,
+            atol=1e-4,
+            msg=lambda m, n=name: f"gradient of {n}: {m}",
+        )
 
 
-@pytest.mark.parametrize("n_batch,n_dim,n_threads,expected", [(1, 128, 2, 64), (1, 192, 2, 32), (1, 6, 2, 8),
-                                                               (1, 128, 16, 8), (3, 1000, 16, 64)])
+@pytest.mark.parametrize(
+    "n_batch,n_dim,n_threads,expected",
+    [(1, 128, 2, 64), (1, 192, 2, 32), (1, 6, 2, 8), (1, 128, 16, 8), (3, 1000, 16, 64)],
+)
 def test_cpu_backend_block_width(n_batch: int, n_dim: int, n_threads: int, expected: int) -> None:
     from nnmamba_nets.ssm.cpu_scan import _lanes_for
 
@@ -121,8 +149,11 @@ def test_cpu_backend_keeps_dtypes(dtype: torch.dtype) -> None:
     assert out.dtype == dtype
     out.float().sum().backward()
     assert all(v.grad.dtype == dtype for v in cast.values() if v is not None)
-    expected = selective_scan(**{k: None if v is None else v.detach().to(dtype).float() for k, v in inputs.items()},
-                              delta_softplus=True, backend="torch")
+    expected = selective_scan(
+        **{k: None if v is None else v.detach().to(dtype).float() for k, v in inputs.items()},
+        delta_softplus=True,
+        backend="torch",
+    )
     torch.testing.assert_close(out.float(), expected, rtol=2e-2, atol=2e-2)
 
 
@@ -168,8 +199,12 @@ def test_torch_backend_on_cuda_matches_cpu_results() -> None:
     inputs = make_scan_inputs(2, 64, 4096, 16, True, True, True, True)
     out_cpu, grads_cpu = run_with_grads("cpu", inputs, True)
     cuda_inputs = {k: None if v is None else v.detach().cuda() for k, v in inputs.items()}
-    out_gpu, grads_gpu = run_with_grads("torch", cuda_inputs, True, grad_out=torch.randn(
-        out_cpu.shape, generator=torch.Generator().manual_seed(1)).cuda())
+    out_gpu, grads_gpu = run_with_grads(
+        "torch",
+        cuda_inputs,
+        True,
+        grad_out=torch.randn(out_cpu.shape, generator=torch.Generator().manual_seed(1)).cuda(),
+    )
     torch.testing.assert_close(out_gpu.cpu(), out_cpu, rtol=1e-3, atol=1e-3)
     for name in grads_cpu:
         scale = grads_cpu[name].abs().max().item() + 1e-6

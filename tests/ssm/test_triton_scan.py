@@ -18,9 +18,9 @@ import torch
 
 triton = pytest.importorskip("triton", reason="the triton scan backend needs the triton package (pip install triton)")
 
-from nnmamba_nets.ssm import backends
-from nnmamba_nets.ssm.reference import selective_scan_ref, selective_scan_torch
-from nnmamba_nets.ssm.triton_scan import (
+from nnmamba_nets.ssm import backends  # noqa: E402  (after the importorskip)
+from nnmamba_nets.ssm.reference import selective_scan_ref, selective_scan_torch  # noqa: E402
+from nnmamba_nets.ssm.triton_scan import (  # noqa: E402
     _INTERPRETED,
     _scan_bwd_kernel,
     _scan_fwd_kernel,
@@ -238,15 +238,33 @@ def test_gpu_kernels_compile_without_gpu(monkeypatch: pytest.MonkeyPatch, tmp_pa
     optional = optional if optional_inputs else dict.fromkeys(optional)
     flags = {"HAS_D": optional_inputs, "HAS_Z": optional_inputs, "HAS_DELTA_BIAS": optional_inputs}
     common = {
-        "u_ptr": bf16, "delta_ptr": bf16, "A_ptr": fp32, "B_ptr": bf16, "C_ptr": bf16, **optional,
-        "dim": 1, "length": 1, "d_state": 1, "n_chunks": 1, **flags,
-        "DELTA_SOFTPLUS": True, "CHUNK": 64, "BLOCK_D": 16, "BLOCK_N": 16,
+        "u_ptr": bf16,
+        "delta_ptr": bf16,
+        "A_ptr": fp32,
+        "B_ptr": bf16,
+        "C_ptr": bf16,
+        **optional,
+        "dim": 1,
+        "length": 1,
+        "d_state": 1,
+        "n_chunks": 1,
+        **flags,
+        "DELTA_SOFTPLUS": True,
+        "CHUNK": 64,
+        "BLOCK_D": 16,
+        "BLOCK_N": 16,
     }
     fwd_args = {**common, "out_ptr": bf16, "states_ptr": fp32, "SAVE_STATES": True}
     grads = {f"d{name}_ptr": fp32 for name in ("A", "B", "C", "D", "delta_bias")}
     bwd_args = {
-        **common, **grads, "dout_ptr": bf16, "states_ptr": fp32, "scratch_ptr": fp32,
-        "du_ptr": bf16, "ddelta_ptr": bf16, "dz_ptr": optional["z_ptr"],
+        **common,
+        **grads,
+        "dout_ptr": bf16,
+        "states_ptr": fp32,
+        "scratch_ptr": fp32,
+        "du_ptr": bf16,
+        "ddelta_ptr": bf16,
+        "dz_ptr": optional["z_ptr"],
     }
     for kernel, args in ((_scan_fwd_kernel, fwd_args), (_scan_bwd_kernel, bwd_args)):
         signature, constexprs = _signature(kernel, args)
