@@ -1,7 +1,6 @@
 """nnMamba networks for MONAI: Mamba mixer with CPU/GPU backends, blocks, and the three networks."""
 
-from .checkpoint import load_pretrained
-from .nets import nnMambaEncoder, nnMambaLandmark, nnMambaSeg
+from .nets import load_pretrained, nnMambaEncoder, nnMambaLandmark, nnMambaSeg
 from .ssm import Mamba, selective_scan
 
 __version__ = "0.1.0"

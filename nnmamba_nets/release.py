@@ -52,7 +52,7 @@ import yaml
 from packaging.version import InvalidVersion, Version
 
 from . import __version__
-from .checkpoint import extract_state_dict, load_pretrained
+from .nets.pretrained import extract_state_dict, load_pretrained
 
 __all__ = [
     "EXCLUDED_DIRS",

@@ -30,7 +30,6 @@ __all__ = [
     "TISSUE_CSF",
     "TISSUE_GREY_MATTER",
     "TISSUE_WHITE_MATTER",
-    "add_gaussian_noise",
     "add_rician_noise",
     "bias_field",
     "blob_mask",
@@ -265,11 +264,6 @@ def bias_field(shape: Sequence[int], rng: np.random.Generator, strength: float =
     log_field = linear + 0.5 * quadratic
     log_field = log_field / max(float(np.abs(log_field).max()), 1e-8) * strength
     return np.exp(log_field).astype(np.float32)
-
-
-def add_gaussian_noise(image: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndarray:
-    """Add zero-mean Gaussian noise of standard deviation ``sigma`` (float32 result)."""
-    return (image + rng.normal(0.0, sigma, image.shape)).astype(np.float32)
 
 
 def add_rician_noise(image: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndarray:

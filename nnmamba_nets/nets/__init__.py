@@ -1,7 +1,12 @@
-"""The three nnMamba networks: segmentation, classification, landmark heatmaps."""
+"""The nnMamba networks (torch only): blocks, the three networks, and loading pretrained weights.
 
-from .classification import nnMambaEncoder
-from .landmark import nnMambaLandmark
-from .segmentation import nnMambaSeg
+One file per network, named after it (``nnmamba_seg.py``, ``nnmamba_encoder.py``,
+``nnmamba_landmark.py``); the shared layers are in ``blocks.py``.
+"""
 
-__all__ = ["nnMambaEncoder", "nnMambaLandmark", "nnMambaSeg"]
+from .nnmamba_encoder import nnMambaEncoder
+from .nnmamba_landmark import nnMambaLandmark
+from .nnmamba_seg import nnMambaSeg
+from .pretrained import extract_state_dict, load_pretrained
+
+__all__ = ["extract_state_dict", "load_pretrained", "nnMambaEncoder", "nnMambaLandmark", "nnMambaSeg"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .ssm import Mamba
+from ..ssm import Mamba
 
 __all__ = [
     "AttentionLayer",
@@ -22,7 +22,6 @@ __all__ = [
     "DoubleConv",
     "MambaLayer",
     "MambaSeq",
-    "SingleConv",
     "check_input_shape",
     "conv1x1",
     "conv3x3",
@@ -78,27 +77,6 @@ class DoubleConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(b, in_channels, d, h, w) -> (b, out_channels, d', h', w')."""
-        return self.conv(x)
-
-
-class SingleConv(nn.Module):
-    """``conv3x3 (with bias)-BN-ReLU`` in ``self.conv`` (part of the reference block set).
-
-    Args:
-        in_channels: input channels.
-        out_channels: output channels.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int) -> None:
-        super().__init__()
-        self.conv = nn.Sequential(
-            nn.Conv3d(in_channels, out_channels, kernel_size=3, padding=1),
-            nn.BatchNorm3d(out_channels),
-            nn.ReLU(inplace=True),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(b, in_channels, d, h, w) -> (b, out_channels, d, h, w)."""
         return self.conv(x)
 
 

@@ -1,17 +1,16 @@
-"""Tests of nnmamba_nets.blocks (the equations themselves are re-computed in test_nets.py)."""
+"""Tests of nnmamba_nets.nets.blocks (the equations themselves are re-computed in test_nets.py)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from nnmamba_nets.blocks import (
+from nnmamba_nets.nets.blocks import (
     AttentionLayer,
     BasicBlock,
     DoubleConv,
     MambaLayer,
     MambaSeq,
-    SingleConv,
     check_input_shape,
     conv1x1,
     conv3x3,
@@ -33,12 +32,6 @@ def test_double_conv_layout(output_norm_act, layers):
     keys = {k.split(".")[1] for k in block.state_dict()}
     assert keys == ({"0", "1", "3", "4"} if output_norm_act else {"0", "1", "3"})
     assert block(torch.randn(2, 3, 8, 6, 4)).shape == (2, 5, 4, 3, 2)
-
-
-def test_single_conv():
-    block = SingleConv(2, 3)
-    assert [type(m) for m in block.conv] == [torch.nn.Conv3d, torch.nn.BatchNorm3d, torch.nn.ReLU]
-    assert block(torch.randn(2, 2, 4, 4, 4)).shape == (2, 3, 4, 4, 4)
 
 
 def test_attention_layer_gates_and_rejects_tiny_widths():

@@ -1,7 +1,7 @@
 """Tests of the three nnMamba networks against the architecture facts (docs: nnmamba-architecture.md).
 
 The expected state_dict layout and a functional re-computation of the forward pass are written
-here from the documented equations, independently of ``nnmamba_nets.blocks``.
+here from the documented equations, independently of ``nnmamba_nets.nets.blocks``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from nnmamba_nets import load_pretrained, nnMambaEncoder, nnMambaLandmark, nnMambaSeg
-from nnmamba_nets.blocks import BasicBlock, MambaLayer, make_res_layer
+from nnmamba_nets.nets.blocks import BasicBlock, MambaLayer, make_res_layer
 
 Layout = dict[str, tuple[int, ...]]
 StateDict = dict[str, torch.Tensor]

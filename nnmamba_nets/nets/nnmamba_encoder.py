@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..blocks import DoubleConv, MambaLayer, MambaSeq, check_input_shape, make_res_layer
+from .blocks import DoubleConv, MambaLayer, MambaSeq, check_input_shape, make_res_layer
 
 __all__ = ["nnMambaEncoder"]
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..landmarks.decode import decode_heatmaps
-from .segmentation import nnMambaSeg
+from .nnmamba_seg import nnMambaSeg
 
 __all__ = ["nnMambaLandmark"]
 
