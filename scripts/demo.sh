@@ -2,7 +2,8 @@
 # The main demo: set up .venv, train the nnMamba BraTS segmentation bundle on its synthetic demo
 # data on CPU (minutes), evaluate the selected model, segment the test cases, print the Dice scores.
 # Nothing is downloaded: the demo data are generated once into $NNMAMBA_CACHE/brats_synthetic
-# (default ~/.cache/nnmamba_nets/brats_synthetic). Outputs go to $DEMO_DIR (default demo_runs/brats).
+# (default ~/.cache/nnmamba_nets/brats_synthetic). Outputs go to $DEMO_DIR (default demo_runs/brats):
+# models/, and eval/train, eval/validation, eval/test, eval/inference (the bundles' own output layout).
 # Extra arguments are passed to the training run, e.g. `bash scripts/demo.sh --max_epochs 10`.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -25,7 +26,7 @@ for split in validation test; do
         --output_dir "$run_dir/eval/$split"
 done
 "$python" -m monai.bundle run --config_file "$configs/inference.yaml" "${common[@]}" \
-    --output_dir "$run_dir/eval/labels"
+    --output_dir "$run_dir/eval/inference"
 
 "$python" - "$run_dir/eval" <<'PY'
 import csv, os, sys
@@ -38,6 +39,6 @@ for split in ("validation", "test"):
         f"{r.upper()} Dice {metrics[f'val_dice_{r}']:.3f} HD95 {metrics[f'val_hd95_{r}']:.1f}" for r in ("wt", "tc", "et")
     )
     print(f"  {split:<10} {regions}  mean Dice {metrics['val_mean_dice']:.3f}")
-labels = sorted(n for n in os.listdir(os.path.join(folder, "labels")) if n.endswith(".nii.gz"))
-print(f"[demo] {len(labels)} label maps (BraTS labels 1 NCR, 2 ED, 3 ET) in {os.path.join(folder, 'labels')}")
+labels = sorted(n for n in os.listdir(os.path.join(folder, "inference")) if n.endswith(".nii.gz"))
+print(f"[demo] {len(labels)} label maps (BraTS labels 1 NCR, 2 ED, 3 ET) in {os.path.join(folder, 'inference')}")
 PY

@@ -28,31 +28,44 @@ def cli_overrides(overrides: Mapping[str, Any]) -> list[str]:
     return args
 
 
-def run_module(
-    module: str,
+def merged_configs(configs: Path, *names: str) -> str:
+    """A ``--config_file`` value that merges the bundle configs ``names`` of ``configs`` in this order."""
+    return "[" + ",".join(f"'{configs / name}'" for name in names) + "]"
+
+
+def run_module(module: str, *args: str, launcher: tuple[str, ...] = (), **kwargs: Any) -> subprocess.CompletedProcess:
+    """Run ``python [launcher...] -m <module> <args...>``; keyword arguments as for :func:`run_python`.
+
+    Args:
+        module: module to run, e.g. ``"monai.bundle"``.
+        args: its command-line arguments.
+        launcher: arguments between the interpreter and ``-m``, e.g.
+            ``("-m", "torch.distributed.run", "--nproc_per_node", "2")`` (then ``-m <module>`` follows).
+        kwargs: ``cwd``, ``env``, ``timeout``, ``check``.
+    """
+    return run_python(*launcher, "-m", module, *args, **kwargs)
+
+
+def run_python(
     *args: str,
     cwd: str | os.PathLike | None = None,
     env: Mapping[str, str] | None = None,
     timeout: float = 900,
     check: bool = True,
-    launcher: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess:
-    """Run ``python [launcher...] -m <module> <args...>`` with this interpreter and capture its output.
+    """Run ``python <args...>`` (a script or ``-m module``) with this interpreter and capture its output.
 
     Args:
-        module: module to run, e.g. ``"monai.bundle"``.
-        args: its command-line arguments.
+        args: the interpreter's arguments, e.g. ``("scripts/build_release.py", "--bundle", ...)``.
         cwd: working folder. Defaults to the current one.
         env: variables added to (or replacing those of) the current environment.
         timeout: seconds before the run is killed.
         check: raise ``AssertionError`` with the output's tail when the exit status is not 0.
-        launcher: arguments between the interpreter and ``-m``, e.g.
-            ``("-m", "torch.distributed.run", "--nproc_per_node", "2")`` (then ``-m <module>`` follows).
 
     Returns:
         the finished process (``stdout``/``stderr`` as text).
     """
-    command = [sys.executable, *launcher, "-m", module, *args]
+    command = [sys.executable, *args]
     process = subprocess.run(  # the exit status is checked below, with the output in the message
         command,
         check=False,

@@ -8,7 +8,9 @@ from typing import Any
 
 from monai.handlers import CheckpointSaver
 
-__all__ = ["BestModelSaver", "latest_checkpoint"]
+from nnmamba_nets.common.flags import as_flag
+
+__all__ = ["BestModelSaver", "latest_checkpoint", "resume_checkpoint"]
 
 _EPOCH_PATTERN = re.compile(r"checkpoint_epoch=(\d+)\.pt$")
 
@@ -41,6 +43,26 @@ def latest_checkpoint(ckpt_dir: str | os.PathLike) -> str:
             "train without resume first."
         )
     return os.path.join(folder, max(candidates)[1])
+
+
+def resume_checkpoint(ckpt_dir: str | os.PathLike, resume: Any) -> str | None:
+    """The checkpoint a training resumes from: the newest in ``ckpt_dir`` when ``resume`` is true, else None.
+
+    The bundles' ``resume`` id is read here once (:func:`~nnmamba_nets.common.flags.as_flag`), and the
+    result drives both the ``CheckpointLoader``'s ``load_path`` and whether it runs at all.
+
+    Args:
+        ckpt_dir: the checkpoint folder.
+        resume: the ``resume`` config value (a bool or CLI text).
+
+    Returns:
+        the path of the checkpoint to load, or None (train from scratch).
+
+    Raises:
+        ValueError: ``resume`` is not a boolean.
+        FileNotFoundError: resuming was asked for but ``ckpt_dir`` holds no checkpoint.
+    """
+    return latest_checkpoint(ckpt_dir) if as_flag(resume, "resume") else None
 
 
 class BestModelSaver(CheckpointSaver):

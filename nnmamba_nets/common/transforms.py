@@ -7,9 +7,14 @@ from typing import Any
 
 from monai.transforms import Transform
 
-from nnmamba_nets.common.datasets import describe_error
+__all__ = ["NameCaseOnError", "describe_error"]
 
-__all__ = ["NameCaseOnError"]
+
+def describe_error(error: BaseException) -> str:
+    """``"<Type>: <message>"`` of the innermost cause (MONAI wraps transform errors in RuntimeErrors)."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return f"{type(error).__name__}: {error}"
 
 
 class NameCaseOnError(Transform):

@@ -1,33 +1,8 @@
-"""Landmark detection helpers: heatmap targets and decoding, Slicer landmark files, metrics, MONAI transforms."""
+"""3D landmark detection: Slicer landmark files, the datalist preparer, coordinates, heatmaps, transforms,
+losses, metrics and handlers.
 
-from __future__ import annotations
-
-import importlib
-from typing import Any
-
-# name -> submodule; imported on first use, so that the networks (which need only ``decode``) do
-# not pay for importing MONAI through the transforms.
-_EXPORTS = {
-    "DecodeLandmarksd": "transforms",
-    "HeatmapLoss": "losses",
-    "LandmarkHeatmapd": "heatmap",
-    "Landmarks": "io",
-    "LoadLandmarksd": "transforms",
-    "RadialErrorMetric": "metrics",
-    "decode_heatmaps": "decode",
-    "gaussian_heatmaps": "heatmap",
-    "radial_errors": "metrics",
-    "read_landmarks": "io",
-    "voxel_to_world": "decode",
-    "world_to_voxel": "heatmap",
-    "write_landmarks": "io",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-
-
-__all__ = sorted(_EXPORTS)
+Modules by role: ``io`` (3D Slicer ``.mrk.json`` / ``.fcsv`` / CSV files), ``datalist`` (image +
+landmark file pairs -> datalist), ``coordinates`` (world <-> voxel), ``heatmap`` (Gaussian targets),
+``decode`` (heatmaps -> coordinates, torch only), ``transforms``, ``losses``, ``metrics``, ``handlers``.
+Import the module you need.
+"""

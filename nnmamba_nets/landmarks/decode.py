@@ -10,7 +10,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["decode_heatmaps", "voxel_to_world"]
+from nnmamba_nets.landmarks.coordinates import voxel_to_world
+
+__all__ = ["decode_heatmaps"]
 
 _TINY = float(np.finfo(np.float64).tiny)
 
@@ -55,32 +57,6 @@ def _refine(heatmaps: torch.Tensor, index: list[torch.Tensor], peak: torch.Tenso
         offset = _parabola_vertex(neighbours[0], peak, neighbours[1])
         offsets.append(torch.where(inside, offset, torch.zeros_like(offset)))
     return torch.stack(offsets, dim=-1)
-
-
-def voxel_to_world(voxel: torch.Tensor, affine: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """Map voxel coordinates to world coordinates with a 4x4 affine.
-
-    Args:
-        voxel: (batch, k, 3) voxel coordinates (i, j, k).
-        affine: (4, 4), (1, 4, 4) or (batch, 4, 4) affine(s), tensor or array.
-
-    Returns:
-        (batch, k, 3) float64 world coordinates ``affine[:3, :3] @ v + affine[:3, 3]``.
-
-    Raises:
-        ValueError: the affine's shape does not fit.
-    """
-    matrix = _as_plain_tensor(affine, "affine").to(device=voxel.device, dtype=torch.float64)
-    given_shape = tuple(matrix.shape)
-    if matrix.dim() == 2:
-        matrix = matrix[None]
-    if matrix.dim() != 3 or matrix.shape[1:] != (4, 4) or matrix.shape[0] not in (1, voxel.shape[0]):
-        raise ValueError(
-            f"affine must have shape (4, 4) or ({voxel.shape[0]}, 4, 4) for a batch of "
-            f"{voxel.shape[0]}, got {given_shape}."
-        )
-    rotation, translation = matrix[:, :3, :3], matrix[:, :3, 3]
-    return torch.einsum("bij,bkj->bki", rotation, voxel.double()) + translation[:, None, :]
 
 
 def decode_heatmaps(

@@ -1,15 +1,20 @@
 """Ignite handlers that write landmark predictions: Slicer markups per case, CSV tables, an error report.
 
-Both read the decollated ``engine.state.batch`` (file names, load errors, true landmarks) and
-``engine.state.output`` (predictions) of a MONAI evaluator whose post-processing ran
-:class:`~nnmamba_nets.landmarks.transforms.DecodeLandmarksd`, and write each case as soon as it is done, so a
-failing case never loses the results of the cases before it. They are meant for single-process runs
-(inference and evaluation); under DDP attach them on rank 0 only and give that rank the whole dataset.
+Both read the decollated ``engine.state.batch`` (file names, true landmarks) and ``engine.state.output``
+(predictions) of a MONAI evaluator whose post-processing ran
+:class:`~nnmamba_nets.landmarks.transforms.DecodeLandmarksd`. Each case's markups file is written as soon as
+the case is done; the tables are written whole when the run completes, through a temporary file and a
+rename, so no reader ever sees half a table. They are meant for single-process runs (inference and
+evaluation); under DDP attach them on rank 0 only and give that rank the whole dataset.
+
+Ours because MONAI's savers know no landmark: ``MetricsSaver`` writes the per-case error matrix (columns
+``class0..``) and its summary (no success detection rate), and no MONAI writer makes Slicer markups.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import os
 from collections.abc import Sequence
@@ -21,8 +26,9 @@ import numpy as np
 import torch
 from monai.utils import min_version, optional_import
 
-from .io import Landmarks, case_name, convert_coordinate_system, write_markups_json
-from .metrics import SDR_THRESHOLDS_MM, radial_errors, summarize_radial_errors
+from nnmamba_nets.common.files import write_text_atomic
+from nnmamba_nets.landmarks.io import Landmarks, case_name, convert_coordinate_system, write_markups_json
+from nnmamba_nets.landmarks.metrics import SDR_THRESHOLDS_MM, radial_errors, summarize_radial_errors
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 if TYPE_CHECKING:
@@ -41,8 +47,7 @@ def case_name_of(item: dict, image_key: str = "image", name_key: str | None = No
     Args:
         item: one case of ``engine.state.batch``.
         image_key: key of the input image, whose ``filename_or_obj`` metadata names the file.
-        name_key: key of the input file name, used first when given (e.g. with
-            :class:`nnmamba_nets.common.datasets.ErrorTolerantDataset`, whose tensors carry no metadata).
+        name_key: key of the input file name, used first when given.
 
     Returns:
         the file and its name without the image extension.
@@ -58,18 +63,13 @@ def case_name_of(item: dict, image_key: str = "image", name_key: str | None = No
     return source, case_name(source)
 
 
-class _CsvTable:
-    """A CSV file started with a header and appended to row by row (flushed each time)."""
-
-    def __init__(self, path: Path, header: Sequence[str]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        with open(path, "w", newline="", encoding="utf-8") as stream:
-            csv.writer(stream).writerow(header)
-
-    def append(self, rows: Sequence[Sequence[object]]) -> None:
-        with open(self.path, "a", newline="", encoding="utf-8") as stream:
-            csv.writer(stream).writerows(rows)
+def _write_table(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """Write a whole CSV table atomically (a temporary file in the same folder, then a rename)."""
+    stream = io.StringIO()
+    writer = csv.writer(stream, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    write_text_atomic(path, stream.getvalue())
 
 
 def _format(value: float) -> str:
@@ -93,10 +93,9 @@ class LandmarkWriter:
     """Write each predicted case as a Slicer markups JSON (``<case>.mrk.json``) and one row of a CSV table.
 
     CSV columns: ``image``, ``case``, per landmark its three coordinates (``<name>_l``, ``_p``, ``_s`` in LPS or
-    ``_r``, ``_a``, ``_s`` in RAS) and ``<name>_confidence``, then ``error``. Two inputs with the same file name
-    (from different folders) are written as ``<case>`` and ``<case>_2``. A case whose input failed (non-empty
-    ``error_key``, see :class:`nnmamba_nets.common.datasets.ErrorTolerantDataset`) gets a row with its error and
-    no markups file; the other cases are written as usual.
+    ``_r``, ``_a``, ``_s`` in RAS) and ``<name>_confidence``. Two inputs with the same file name (from different
+    folders) are written as ``<case>`` and ``<case>_2``. Inputs that cannot be trusted are rejected before the
+    network (:func:`nnmamba_nets.common.inference.partition_inputs`), so every case here has a prediction.
 
     Args:
         output_dir: output folder.
@@ -105,7 +104,6 @@ class LandmarkWriter:
             ``<pred_key>_confidence``). Defaults to ``"pred"``.
         image_key: key of the input image (for its file name metadata). Defaults to ``"image"``.
         name_key: key of the input file name, used before the image metadata. Defaults to None.
-        error_key: key of a load-error message. Defaults to ``"error"``.
         coordinate_system: ``"LPS"`` (Slicer's file default) or ``"RAS"`` for the JSON and the CSV.
             Defaults to ``"LPS"``.
         csv_name: name of the CSV table in ``output_dir``. Defaults to ``"landmarks.csv"``.
@@ -122,7 +120,6 @@ class LandmarkWriter:
         pred_key: str = "pred",
         image_key: str = "image",
         name_key: str | None = None,
-        error_key: str = "error",
         coordinate_system: str = "LPS",
         csv_name: str = "landmarks.csv",
         heatmap_key: str | None = None,
@@ -135,27 +132,31 @@ class LandmarkWriter:
         self.pred_key = pred_key
         self.image_key = image_key
         self.name_key = name_key
-        self.error_key = error_key
         self.coordinate_system = coordinate_system
         self.csv_name = csv_name
         self.heatmap_key = heatmap_key
         self.affine_key = affine_key
-        self.table: _CsvTable | None = None
+        self.rows: list[list[object]] = []
         self.written: set[str] = set()
         self.logger = logging.getLogger(__name__)
 
     def attach(self, engine: Engine) -> None:
-        """Start the CSV when the run starts and write every case at the end of its iteration."""
+        """Start when the run starts, write every case at the end of its iteration and the table at the end."""
         engine.add_event_handler(Events.STARTED, self.start)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+        engine.add_event_handler(Events.COMPLETED, self.write_table)
 
     def start(self, engine: Engine | None = None) -> None:
-        """(Re)create the CSV table with its header."""
+        """Forget the cases of an earlier run."""
+        self.rows = []
+        self.written = set()
+
+    def write_table(self, engine: Engine | None = None) -> None:
+        """Write the CSV table of all cases of the run."""
         header = ["image", "case"]
         for name in self.names:
             header += [f"{name}_{axis}" for axis in _AXES[self.coordinate_system]] + [f"{name}_confidence"]
-        self.table = _CsvTable(self.output_dir / self.csv_name, header + ["error"])
-        self.written = set()
+        _write_table(self.output_dir / self.csv_name, header, self.rows)
 
     def _unique(self, case: str, source: str) -> str:
         """``case``, or ``case_<n>`` when an earlier input of this run had the same name (never overwrite it)."""
@@ -180,36 +181,29 @@ class LandmarkWriter:
             affine = item[self.affine_key]
             affine = getattr(affine, "affine", affine).detach().cpu().double().numpy()
             heatmaps = item[self.heatmap_key].detach().cpu().float().numpy()
-            nib.save(nib.Nifti1Image(np.moveaxis(heatmaps, 0, -1), affine), self.output_dir / f"{case}_heatmaps.nii.gz")
+            heatmap_file = self.output_dir / f"{case}_heatmaps.nii.gz"
+            partial = heatmap_file.with_name(f".tmp-{os.getpid()}-{heatmap_file.name}")
+            nib.save(nib.Nifti1Image(np.moveaxis(heatmaps, 0, -1), affine), partial)
+            os.replace(partial, heatmap_file)
         self.logger.info("%s: wrote %s", case, markups_file)
         row: list[object] = [source, case]
         for position, value in zip(convert_coordinate_system(points, "RAS", self.coordinate_system), confidence):
             row += [_format(v) for v in position] + [_format(value)]
-        return row + [""]
+        return row
 
     def __call__(self, engine: Engine) -> None:
         """Write the cases of the current iteration."""
-        if self.table is None:
-            self.start()
-        rows = []
         for batch_item, output_item in _cases(engine):
             source, case = case_name_of(batch_item, self.image_key, self.name_key)
-            case = self._unique(case, source)
-            error = str(batch_item.get(self.error_key) or "")
-            if error:
-                self.logger.error("%s: no landmarks, the input failed: %s", source, error)
-                rows.append([source, case] + [""] * (4 * len(self.names)) + [error])
-            else:
-                rows.append(self._write_case(output_item, source, case))
-        self.table.append(rows)  # type: ignore[union-attr]
+            self.rows.append(self._write_case(output_item, source, self._unique(case, source)))
 
 
 class LandmarkErrorReport:
     """Per-case, per-landmark radial errors to CSV, and a summary table (MRE, SD, median, max, SDR) per landmark.
 
-    Files in ``output_dir``: ``landmark_errors.csv`` (one row per case and landmark: true and predicted RAS
-    coordinates, error in mm, confidence; written case by case) and ``landmark_summary.csv`` (written when the run
-    completes, also logged as a table).
+    Files in ``output_dir``, written when the run completes: ``landmark_errors.csv`` (one row per case and
+    landmark: true and predicted RAS coordinates, error in mm, confidence) and ``landmark_summary.csv`` (also
+    logged as a table).
 
     Args:
         output_dir: output folder.
@@ -237,7 +231,7 @@ class LandmarkErrorReport:
         self.image_key = image_key
         self.thresholds = tuple(thresholds)
         self.errors: list[torch.Tensor] = []
-        self.table: _CsvTable | None = None
+        self.rows: list[list[object]] = []
         self.summary: list[dict] = []
         self.logger = logging.getLogger(__name__)
 
@@ -248,16 +242,12 @@ class LandmarkErrorReport:
         engine.add_event_handler(Events.COMPLETED, self.write_summary)
 
     def start(self, engine: Engine | None = None) -> None:
-        """Forget earlier cases and recreate the per-case table."""
+        """Forget the cases of an earlier run."""
         self.errors = []
-        header = ["image", "case", "landmark", "true_r", "true_a", "true_s", "pred_r", "pred_a", "pred_s"]
-        self.table = _CsvTable(self.output_dir / "landmark_errors.csv", header + ["error_mm", "confidence"])
+        self.rows = []
 
     def __call__(self, engine: Engine) -> None:
         """Record the errors of the cases of the current iteration."""
-        if self.table is None:
-            self.start()
-        rows = []
         for batch_item, output_item in _cases(engine):
             source, case = case_name_of(batch_item, self.image_key)
             predicted = output_item[f"{self.pred_key}_landmarks"].detach().cpu().double()
@@ -270,7 +260,7 @@ class LandmarkErrorReport:
                 )
             self.errors.append(errors)
             for name, true_point, point, error, value in zip(self.names, target, predicted, errors, confidence):
-                rows.append(
+                self.rows.append(
                     [
                         source,
                         case,
@@ -281,16 +271,20 @@ class LandmarkErrorReport:
                         _format(float(value)),
                     ]
                 )
-        self.table.append(rows)  # type: ignore[union-attr]
 
     def write_summary(self, engine: Engine | None = None) -> list[dict]:
-        """Write ``landmark_summary.csv``, log it and return its rows."""
+        """Write ``landmark_errors.csv`` and ``landmark_summary.csv``, log the summary and return its rows."""
         if not self.errors:
             raise ValueError("LandmarkErrorReport saw no cases; nothing to summarise.")
+        header = ["image", "case", "landmark", "true_r", "true_a", "true_s", "pred_r", "pred_a", "pred_s"]
+        _write_table(self.output_dir / "landmark_errors.csv", header + ["error_mm", "confidence"], self.rows)
         self.summary = summarize_radial_errors(torch.stack(self.errors), self.names, self.thresholds)
         header = list(self.summary[0])
-        table = _CsvTable(self.output_dir / "landmark_summary.csv", header)
-        table.append([[_cell(row[k], "{:.4g}") for k in header] for row in self.summary])
+        _write_table(
+            self.output_dir / "landmark_summary.csv",
+            header,
+            [[_cell(row[k], "{:.4g}") for k in header] for row in self.summary],
+        )
         widths = [max(len(h), 9) for h in header]
         lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths))]
         for row in self.summary:

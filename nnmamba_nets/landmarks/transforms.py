@@ -1,4 +1,11 @@
-"""MONAI dictionary transforms for landmark files: load them into world coordinates, decode predicted heatmaps."""
+"""MONAI dictionary transforms of landmarks: load files into world coordinates, make heatmap targets, decode heatmaps.
+
+Spatial transforms (resampling, orientation, cropping, padding, flips, rotations) change the voxel grid and
+update the image's ``affine``; they never move the anatomy in world space. The heatmap target is therefore
+made at the end, from the world points and the affine of the *transformed* image (:class:`LandmarkHeatmapd`),
+so it always sits on the right voxels, and predictions are decoded back to world coordinates with the affine
+of the network input (:class:`DecodeLandmarksd`).
+"""
 
 from __future__ import annotations
 
@@ -9,10 +16,12 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
-from .decode import decode_heatmaps
-from .io import read_landmarks
+from nnmamba_nets.landmarks.coordinates import check_inside, world_to_voxel
+from nnmamba_nets.landmarks.decode import decode_heatmaps
+from nnmamba_nets.landmarks.heatmap import gaussian_heatmaps
+from nnmamba_nets.landmarks.io import read_landmarks
 
-__all__ = ["DecodeLandmarksd", "LoadLandmarksd", "heatmap_activation"]
+__all__ = ["DecodeLandmarksd", "LandmarkHeatmapd", "LoadLandmarksd", "heatmap_activation"]
 
 ACTIVATIONS = ("none", "softmax")
 
@@ -155,4 +164,70 @@ class DecodeLandmarksd(MapTransform):
             d[f"{key}{self.confidence_suffix}"] = confidence.float()
             if self.heatmap_suffix is not None:
                 d[f"{key}{self.heatmap_suffix}"] = heatmaps
+        return d
+
+
+def _image_source(image: torch.Tensor) -> str:
+    if isinstance(image, MetaTensor):
+        return str(image.meta.get("filename_or_obj", "image"))
+    return "image"
+
+
+class LandmarkHeatmapd(MapTransform):
+    """Gaussian heatmap targets from world landmarks and the (transformed) image's affine.
+
+    Put it after every spatial transform: the heatmap sits where the landmarks are on the image as it is now.
+
+    Args:
+        keys: keys of (K, 3) world (RAS) landmark coordinates, e.g. from
+            :class:`~nnmamba_nets.landmarks.transforms.LoadLandmarksd`.
+        ref_image_key: key of the image (a ``MetaTensor`` whose ``affine`` maps voxels to world).
+        heatmap_keys: output keys, one per key. Defaults to ``"<key>_heatmap"``.
+        sigma: Gaussian standard deviation in voxels of the image. Defaults to 2.
+        voxel_keys: optional output keys for the (K, 3) voxel coordinates. Defaults to None (not stored).
+        names: landmark names for error messages. Defaults to indices.
+        allow_missing_keys: don't raise if a key is absent.
+
+    Raises:
+        ValueError: when a landmark lies outside the image (the message names the image file).
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        ref_image_key: str = "image",
+        heatmap_keys: KeysCollection | None = None,
+        sigma: float | Sequence[float] = 2.0,
+        voxel_keys: KeysCollection | None = None,
+        names: Sequence[str] | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.ref_image_key = ref_image_key
+        self.heatmap_keys = self._per_key(heatmap_keys, "heatmap", "_heatmap")
+        self.voxel_keys = self._per_key(voxel_keys, "voxel", None)
+        self.sigma = sigma
+        self.names = list(names) if names is not None else None
+
+    def _per_key(self, keys: KeysCollection | None, what: str, suffix: str | None) -> list[Hashable | None]:
+        if keys is None:
+            return [f"{k}{suffix}" if suffix else None for k in self.keys]
+        keys = [keys] if isinstance(keys, (str, int)) else list(keys)
+        if len(keys) != len(self.keys):
+            raise ValueError(f"got {len(keys)} {what} keys for {len(self.keys)} landmark keys.")
+        return keys
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        image = d[self.ref_image_key]
+        if not isinstance(image, MetaTensor):
+            raise TypeError(f"{self.ref_image_key!r} must be a MetaTensor with an affine, got {type(image).__name__}.")
+        spatial_shape = tuple(image.shape[1:])
+        for key, heatmap_key, voxel_key in self.key_iterator(d, self.heatmap_keys, self.voxel_keys):
+            voxels = world_to_voxel(d[key], image.affine)
+            check_inside(voxels, spatial_shape, self.names, _image_source(image))
+            heatmap = MetaTensor(gaussian_heatmaps(voxels, spatial_shape, self.sigma), affine=image.affine)
+            d[heatmap_key] = heatmap
+            if voxel_key is not None:
+                d[voxel_key] = voxels.to(torch.float32)
         return d

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 
 import torch
 import torch.nn as nn
+from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 __all__ = ["extract_state_dict", "load_pretrained"]
 
@@ -52,8 +53,8 @@ def extract_state_dict(checkpoint: Mapping, source: str = "checkpoint") -> dict[
         found = found[key]
     state_dict = dict(found)
     for prefix in WRAPPER_PREFIXES:
-        if all(k.startswith(prefix) for k in state_dict):
-            state_dict = {k[len(prefix) :]: v for k, v in state_dict.items()}
+        if all(k.startswith(prefix) for k in state_dict):  # a wrapped network, not a module named "module"
+            consume_prefix_in_state_dict_if_present(state_dict, prefix)
     return state_dict
 
 

@@ -31,7 +31,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from nnmamba_nets.data import adni, brats, fetal
+from nnmamba_nets.demo import adni, brats, fetal
 from nnmamba_nets.landmarks.io import read_landmarks
 from tests.utils import BUNDLES_DIR, REPO_ROOT, cli_overrides, run_bundle
 
@@ -366,7 +366,7 @@ def _bundle_cli_landmarks(bundles_dir: Path, image: Path, output_dir: Path) -> t
         "--config_file", str(bundle / "configs" / "inference.yaml"),
         "--meta_file", str(bundle / "configs" / "metadata.json"),
         *cli_overrides({
-            "bundle_root": str(bundle), "input_files": f"['{image}']", "output_dir": str(output_dir),
+            "bundle_root": str(bundle), "dataset_dir": [str(image)], "output_dir": str(output_dir),
             "coordinate_system": "RAS", **BUNDLE_OVERRIDES[LANDMARKS],
         }),
         timeout=REQUEST_TIMEOUT_S,

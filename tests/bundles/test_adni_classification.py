@@ -14,8 +14,11 @@ import pytest
 from monai.bundle import ConfigParser, verify_net_in_out
 from monai.bundle.reference_resolver import ReferenceResolver
 
+from nnmamba_nets.classification.datalist import check_subject_disjoint
+from nnmamba_nets.classification.metrics import METRIC_NAMES, classification_metrics
 from nnmamba_nets.common.checkpoints import latest_checkpoint
-from nnmamba_nets.data.adni import check_subject_disjoint, ensure_demo_data
+from nnmamba_nets.common.datalists import read_datalist
+from nnmamba_nets.demo.adni import write_demo_set
 from tests.utils import (
     BUNDLES_DIR,
     assert_metadata_verifies,
@@ -31,12 +34,12 @@ META = str(CONFIGS / "metadata.json")
 LOGGING = str(CONFIGS / "logging.conf")
 TRAIN = str(CONFIGS / "train.yaml")
 NETWORK = {"spatial_size": [24, 24, 24], "channels": 4, "blocks": 1}
-TINY = {**NETWORK, "demo_num_subjects": 12, "demo_image_size": 24, "batch_size": 4, "num_workers": 0}
+TINY = {**NETWORK, "demo#num_subjects": 12, "demo#image_size": 24, "batch_size": 4, "num_workers": 0}
 ENV = {"OMP_NUM_THREADS": "2"}
 
 
 def tiny_overrides(tmp_path) -> dict:
-    return {**TINY, "bundle_root": str(tmp_path), "dataset_dir": str(tmp_path / "data")}
+    return {**TINY, "bundle_root": str(tmp_path)}
 
 
 def test_metadata_verifies_offline_with_the_cli():
@@ -51,7 +54,8 @@ def test_network_matches_metadata(mamba_seq):
 @pytest.mark.parametrize(
     "config_files, workflow_type", [([TRAIN], "train"), ([str(CONFIGS / "inference.yaml")], "infer")]
 )
-def test_check_properties_is_clean(tmp_path, config_files, workflow_type):
+def test_check_properties_is_clean(tmp_path, monkeypatch, config_files, workflow_type):
+    monkeypatch.setenv("NNMAMBA_CACHE", str(tmp_path / "cache"))
     assert_workflow_properties(CONFIGS, config_files, workflow_type, **tiny_overrides(tmp_path))
 
 
@@ -77,14 +81,14 @@ def test_merged_configs_parse_and_resolve(extra):
 @pytest.mark.slow
 def test_bad_csv_stops_training_with_a_clear_error(tmp_path):
     (tmp_path / "a.nii.gz").touch()
-    (tmp_path / "data.csv").write_text("image,label\na.nii.gz,AD\nb.nii.gz,NC\n")
+    (tmp_path / "dataset.csv").write_text("image,label\na.nii.gz,AD\nb.nii.gz,NC\n")
     result = run_bundle(
         "run",
         "training",
         "--config_file",
         TRAIN,
-        "--data_csv",
-        str(tmp_path / "data.csv"),
+        "--dataset_dir",
+        str(tmp_path),
         "--bundle_root",
         str(tmp_path),
         cwd=BUNDLE,
@@ -105,29 +109,40 @@ def test_train_resume_evaluate_and_infer_through_the_cli(tmp_path):
     overrides = cli_overrides(tiny_overrides(tmp_path))
     train = ["run", "training", "--config_file", TRAIN, "--meta_file", META, "--logging_file", LOGGING, *overrides]
 
-    run_bundle(*train, "--num_epochs", "2", cwd=BUNDLE, env=ENV, timeout=900)
+    run_bundle(
+        *train, "--max_epochs", "2", cwd=BUNDLE, env={**ENV, "NNMAMBA_CACHE": str(tmp_path / "cache")}, timeout=900
+    )
     models = tmp_path / "models"
     assert (models / "model.pt").is_file() and (models / "checkpoint_epoch=2.pt").is_file()
-    assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path / "eval"))
-    datalist = json.loads((tmp_path / "eval" / "datalist.json").read_text())
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path / "eval" / "train"))
+    (datalist_file,) = (tmp_path / "cache").glob("adni_synthetic/*/datalist.json")
+    datalist = read_datalist(datalist_file, path_keys=["image"])
     check_subject_disjoint(datalist)
     assert all(datalist[split] for split in ("training", "validation", "test"))
 
-    resumed = run_bundle(*train, "--num_epochs", "3", "--resume", "True", cwd=BUNDLE, env=ENV, timeout=900)
+    env = {**ENV, "NNMAMBA_CACHE": str(tmp_path / "cache")}
+    resumed = run_bundle(*train, "--max_epochs", "3", "--resume", "True", cwd=BUNDLE, env=env, timeout=900)
     assert "resuming from iteration" in resumed.stdout + resumed.stderr
     assert "epoch 2 until 3 epochs" in resumed.stdout + resumed.stderr
     assert latest_checkpoint(str(models)) == str(models / "checkpoint_epoch=3.pt")
 
     evaluate = ["run", "--config_file", f"['{TRAIN}','{CONFIGS / 'evaluate.yaml'}']", "--logging_file", LOGGING]
-    run_bundle(*evaluate, *overrides, cwd=BUNDLE, env=ENV, timeout=900)
-    metrics = json.loads((tmp_path / "eval" / "test" / "metrics.json").read_text())
-    assert metrics["num_images"] == len(datalist["test"]) and metrics["num_failed"] == 0
-    assert sum(map(sum, metrics["confusion_matrix"])) == len(datalist["test"])
-    for name in ("auc", "accuracy", "f1", "sensitivity", "specificity", "balanced_accuracy"):
-        assert name in metrics
-    assert 0.0 <= metrics["accuracy"] <= 1.0
-    assert len(read_csv(tmp_path / "eval" / "test" / "predictions.csv")) == len(datalist["test"])
-    assert (tmp_path / "eval" / "test" / "confusion_matrix.csv").is_file()
+    run_bundle(*evaluate, *overrides, cwd=BUNDLE, env=env, timeout=900)
+    with open(tmp_path / "eval" / "test" / "metrics.csv", newline="") as stream:
+        metrics = {name: float(value) for name, value in csv.reader(stream)}
+    assert sorted(metrics) == sorted(f"val_{name}" for name in METRIC_NAMES)  # the validation metrics
+    assert 0.0 <= metrics["val_accuracy"] <= 1.0
+    predictions = read_csv(tmp_path / "eval" / "test" / "predictions.csv")
+    assert len(predictions) == len(datalist["test"])
+    expected = classification_metrics(
+        [[float(row["prob_NC"]), float(row["prob_AD"])] for row in predictions],
+        [("NC", "AD").index(row["label"]) for row in predictions],
+        ["NC", "AD"],
+    )
+    for name in METRIC_NAMES:  # the report's rows give the same numbers as the metric handlers
+        assert metrics[f"val_{name}"] == pytest.approx(expected[name], abs=1e-5, nan_ok=True), name
+    confusion = (tmp_path / "eval" / "test" / "confusion_matrix.csv").read_text().splitlines()
+    assert sum(int(v) for line in confusion[1:] for v in line.split(",")[1:]) == len(datalist["test"])
 
     # inference over a folder with two good images, a truncated NIfTI and a text file named .nii
     inputs = tmp_path / "inputs"
@@ -138,28 +153,31 @@ def test_train_resume_evaluate_and_infer_through_the_cli(tmp_path):
     (inputs / "broken.nii.gz").write_bytes(open(good[0], "rb").read()[:2000])
     (inputs / "notes.nii").write_text("not an image")
     infer = ["run", "--config_file", str(CONFIGS / "inference.yaml"), "--logging_file", LOGGING]
-    run_bundle(
+    result = run_bundle(
         *infer,
-        *cli_overrides({**NETWORK, "bundle_root": str(tmp_path), "input_data": str(inputs)}),
+        *cli_overrides({**NETWORK, "bundle_root": str(tmp_path), "dataset_dir": str(inputs)}),
         cwd=BUNDLE,
-        env=ENV,
+        env=env,
         timeout=900,
+        check=False,
     )
-    rows = {os.path.basename(row["image"]): row for row in read_csv(tmp_path / "eval" / "predictions.csv")}
-    assert sorted(rows) == sorted(["broken.nii.gz", "notes.nii"] + [os.path.basename(p) for p in good])
-    for name in ("broken.nii.gz", "notes.nii"):
-        assert rows[name]["error"] and rows[name]["prob_AD"] == "" and rows[name]["predicted"] == ""
-    for path in good:
-        row = rows[os.path.basename(path)]
-        assert row["error"] == "" and row["predicted"] in ("NC", "AD")
+    assert result.returncode != 0  # something was rejected
+    output_dir = tmp_path / "eval" / "inference"
+    rows = {os.path.basename(row["image"]): row for row in read_csv(output_dir / "predictions.csv")}
+    assert sorted(rows) == sorted(os.path.basename(p) for p in good)  # the others were still classified
+    for row in rows.values():
+        assert row["predicted"] in ("NC", "AD")
         assert float(row["prob_NC"]) + float(row["prob_AD"]) == pytest.approx(1.0, abs=1e-5)
+    rejected = json.loads((output_dir / "rejected_cases.json").read_text())
+    assert sorted(os.path.basename(name) for name in rejected) == ["broken.nii.gz", "notes.nii"]
+    assert all("cannot read the image" in reason for reason in rejected.values())
 
 
 @pytest.mark.slow
 def test_multi_gpu_config_trains_with_two_cpu_processes(tmp_path):
     """multi_gpu_train.yaml under torchrun: DDP with gloo on CPU, 2 ranks, rank 0 writes the models."""
     configs = f"['{TRAIN}','{CONFIGS / 'multi_gpu_train.yaml'}']"
-    overrides = cli_overrides({**tiny_overrides(tmp_path), "batch_size": 2, "num_epochs": 1})
+    overrides = cli_overrides({**tiny_overrides(tmp_path), "batch_size": 2, "max_epochs": 1})
     launcher = ("-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2")
     result = run_module(
         "monai.bundle",
@@ -171,7 +189,7 @@ def test_multi_gpu_config_trains_with_two_cpu_processes(tmp_path):
         LOGGING,
         *overrides,
         cwd=BUNDLE,
-        env={"OMP_NUM_THREADS": "1"},
+        env={"OMP_NUM_THREADS": "1", "NNMAMBA_CACHE": str(tmp_path / "cache")},
         launcher=launcher,
         timeout=900,
     )
@@ -183,32 +201,34 @@ def test_multi_gpu_config_trains_with_two_cpu_processes(tmp_path):
 @pytest.mark.slow
 def test_three_classes_with_a_drawn_subject_split(tmp_path):
     """class_names of 3 -> 3 logits and CE; a CSV without split column -> subjects drawn into splits."""
-    demo_csv = ensure_demo_data(str(tmp_path / "data"), num_subjects=18, spatial_size=24)
-    rows = read_csv(demo_csv)
-    with open(tmp_path / "three.csv", "w", newline="") as stream:
+    write_demo_set(tmp_path / "data", num_subjects=18, image_size=24)
+    rows = read_csv(tmp_path / "data" / "dataset.csv")
+    (tmp_path / "three").mkdir()
+    with open(tmp_path / "three" / "dataset.csv", "w", newline="") as stream:
         writer = csv.writer(stream)
         writer.writerow(["image", "label", "subject_id"])
         for row in rows:
             label = ("NC", "MCI", "AD")[int(row["subject_id"][4:]) % 3]
-            writer.writerow([os.path.join(os.path.dirname(demo_csv), row["image"]), label, row["subject_id"]])
+            writer.writerow([str(tmp_path / "data" / row["image"]), label, row["subject_id"]])
     overrides = cli_overrides(
         {
             **NETWORK,
             "class_names": ["NC", "MCI", "AD"],
-            "data_csv": str(tmp_path / "three.csv"),
+            "dataset_dir": str(tmp_path / "three"),
             "bundle_root": str(tmp_path),
             "num_workers": 0,
             "batch_size": 4,
-            "num_epochs": 1,
+            "max_epochs": 1,
         }
     )
     run_bundle("run", "training", "--config_file", TRAIN, "--logging_file", LOGGING, *overrides, cwd=BUNDLE, env=ENV)
-    datalist = json.loads((tmp_path / "eval" / "datalist.json").read_text())
+    datalist = json.loads((tmp_path / "eval" / "train" / "datalist.json").read_text())  # the split of dataset_dir
     check_subject_disjoint(datalist)
     assert {item["label"] for item in datalist["training"]} == {0, 1, 2}
 
     evaluate = f"['{TRAIN}','{CONFIGS / 'evaluate.yaml'}']"
     run_bundle("run", "--config_file", evaluate, "--logging_file", LOGGING, *overrides, cwd=BUNDLE, env=ENV)
-    metrics = json.loads((tmp_path / "eval" / "test" / "metrics.json").read_text())
-    assert metrics["class_names"] == ["NC", "MCI", "AD"] and len(metrics["confusion_matrix"]) == 3
+    confusion = (tmp_path / "eval" / "test" / "confusion_matrix.csv").read_text().splitlines()
+    assert confusion[0] == "true \\ predicted,NC,MCI,AD" and len(confusion) == 4
     assert list(read_csv(tmp_path / "eval" / "test" / "predictions.csv")[0])[2:5] == ["prob_NC", "prob_MCI", "prob_AD"]
+    assert "val_balanced_accuracy" in (tmp_path / "eval" / "test" / "metrics.csv").read_text()

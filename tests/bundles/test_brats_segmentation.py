@@ -7,6 +7,7 @@ pytest's tmp folders, never the user's demo cache.
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import shutil
 
@@ -15,14 +16,17 @@ import numpy as np
 import pytest
 import torch
 
-from nnmamba_nets.data import brats
+from nnmamba_nets.common.datalists import read_datalist
+from nnmamba_nets.demo import brats as demo_brats
 from nnmamba_nets.nets import nnMambaSeg
+from nnmamba_nets.segmentation import datalist as brats
 from tests.utils import (
     BUNDLES_DIR,
     assert_metadata_verifies,
     assert_net_in_out_verifies,
     assert_workflow_properties,
     cli_overrides,
+    merged_configs,
     run_bundle,
     run_module,
 )
@@ -33,11 +37,6 @@ META = ["--meta_file", str(CONFIGS / "metadata.json"), "--logging_file", str(CON
 TRAIN = str(CONFIGS / "train.yaml")
 TINY = {"demo#num_cases": 4, "demo#size": 32, "roi_size": [32, 32, 32], "num_workers": 0, "sw_batch_size": 2}
 ENV = {"OMP_NUM_THREADS": "2"}
-
-
-def merged(*names: str) -> str:
-    """A --config_file value merging the bundle's configs in this order."""
-    return "[" + ",".join(f"'{CONFIGS / name}'" for name in names) + "]"
 
 
 @pytest.mark.parametrize("config, workflow_type", [("train.yaml", "train"), ("inference.yaml", "infer")])
@@ -74,9 +73,10 @@ def test_train_resume_evaluate_and_infer_on_demo_data(tmp_path, monkeypatch):
     run_bundle("run", "training", "--config_file", TRAIN, *common, "--max_epochs", "1", env=env)
     models, logs = tmp_path / "run" / "models", tmp_path / "run" / "eval"
     assert (models / "model.pt").is_file() and (models / "checkpoint_epoch=1.pt").is_file()
-    assert any(name.startswith("events.out.tfevents") for name in os.listdir(logs))
-    demo_dir = brats.demo_brats_dir(num_cases=4, size=32)
-    assert demo_dir.startswith(str(tmp_path / "cache")) and os.path.isfile(os.path.join(demo_dir, "datalist.json"))
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(logs / "train"))
+    demo_datalist = demo_brats.demo_datalist(num_cases=4, size=32)  # the set training used, from the cache
+    assert demo_datalist.startswith(str(tmp_path / "cache"))
+    demo_dir = os.path.dirname(demo_datalist)
     best = torch.load(models / "model.pt", weights_only=True)
     assert set(best) == set(nnMambaSeg(4, 3, channels=16, head="logits").state_dict())  # a plain state_dict
 
@@ -88,12 +88,12 @@ def test_train_resume_evaluate_and_infer_on_demo_data(tmp_path, monkeypatch):
     assert "Epoch[1] Metrics" not in resumed.stdout + resumed.stderr
     assert (models / "checkpoint_epoch=2.pt").is_file()
 
-    run_bundle("run", "--config_file", merged("train.yaml", "evaluate.yaml"), *common, env=env)
-    test_ids = [case["case_id"] for case in brats.load_datalist(os.path.join(demo_dir, "datalist.json"))["test"]]
-    summary = (logs / "metrics.csv").read_text()
+    run_bundle("run", "--config_file", merged_configs(CONFIGS, "train.yaml", "evaluate.yaml"), *common, env=env)
+    test_ids = [case["case_id"] for case in read_datalist(demo_datalist)["test"]]
+    summary = (logs / "test" / "metrics.csv").read_text()
     for metric in ("val_mean_dice", "val_dice_wt", "val_hd95_et", "val_mean_hd95"):
         assert metric in summary
-    per_case = (logs / "val_mean_dice_raw.csv").read_text().splitlines()
+    per_case = (logs / "test" / "val_mean_dice_raw.csv").read_text().splitlines()
     assert per_case[0] == "filename,class0,class1,class2,mean"
     assert [line.split(",")[0] for line in per_case[1:]] == test_ids
 
@@ -101,7 +101,8 @@ def test_train_resume_evaluate_and_infer_on_demo_data(tmp_path, monkeypatch):
     run_bundle(
         "run", "--config_file", str(CONFIGS / "inference.yaml"), *common, "--output_dir", str(output_dir), env=env
     )
-    assert sorted(os.listdir(output_dir)) == [f"{case_id}.nii.gz" for case_id in test_ids]
+    assert sorted(os.listdir(output_dir)) == [f"{case_id}.nii.gz" for case_id in test_ids] + ["rejected_cases.json"]
+    assert json.loads((output_dir / "rejected_cases.json").read_text()) == {}
     for case_id in test_ids:
         reference = os.path.join(demo_dir, case_id, f"{case_id}-t1n.nii.gz")
         assert_same_grid_and_header(str(output_dir / f"{case_id}.nii.gz"), reference)
@@ -111,7 +112,8 @@ def test_train_resume_evaluate_and_infer_on_demo_data(tmp_path, monkeypatch):
 def dataset_with_bad_cases(tmp_path) -> tuple[str, dict[str, str]]:
     """Four good cases of odd sizes plus one case each with a wrong channel count, a corrupt file and a
     missing modality. Returns the folder and ``{bad case id: expected text in its error}``."""
-    root = brats.generate_synthetic_brats(tmp_path / "data", num_cases=7, size=30, seed=3)
+    root = str(tmp_path / "data")
+    demo_brats.write_demo_set(root, num_cases=7, size=30, seed=3)
     cases = {c["case_id"]: c for c in brats.find_brats_cases(root)}
     wide, corrupt, missing = "BraTS-GLI-00004-000", "BraTS-GLI-00005-000", "BraTS-GLI-00006-000"
     t1n = nib.load(cases[wide]["image"][0])
@@ -122,7 +124,7 @@ def dataset_with_bad_cases(tmp_path) -> tuple[str, dict[str, str]]:
         handle.write(payload[: len(payload) // 2])  # truncated: the header reads, the data does not
     os.remove(cases[missing]["image"][3])
     os.remove(os.path.join(root, "datalist.json"))
-    expected = {wide: "5 channel(s) in total, expected 4", corrupt: "cannot read NIfTI", missing: "-t2f.nii.gz"}
+    expected = {wide: "5 channel(s) in total, expected 4", corrupt: "cannot read the image", missing: "-t2f.nii.gz"}
     return root, expected
 
 
@@ -144,9 +146,11 @@ def test_inference_writes_good_cases_and_names_bad_ones(dataset_with_bad_cases, 
     )
     log = result.stdout + result.stderr
     assert result.returncode != 0
-    assert "3 case(s) were skipped" in log
+    assert "3 of 7 cases were rejected" in log and "4 cases written to" in log
+    rejected = json.loads((output_dir / "rejected_cases.json").read_text())
+    assert sorted(rejected) == sorted(expected)
     for case_id, reason in expected.items():
-        assert f"case {case_id}:" in log and reason in log
+        assert rejected[case_id].startswith(f"case {case_id}:") and reason in rejected[case_id]
     good = [f"BraTS-GLI-{i:05d}-000" for i in range(4)]
     assert sorted(os.listdir(output_dir)) == sorted([f"{c}.nii.gz" for c in good] + ["rejected_cases.json"])
     for case_id in good:  # sizes around 30 voxels: padded to 32 for the network and cropped back
@@ -183,14 +187,15 @@ def test_training_stops_naming_bad_cases(dataset_with_bad_cases, tmp_path):
 def test_multi_gpu_config_runs_two_cpu_processes(tmp_path):
     """torchrun with 2 processes, gloo backend on CPU, one short epoch."""
     # 14 cases: 10 training, 2 validation (one per process), 2 test
-    root = brats.generate_synthetic_brats(tmp_path / "data", num_cases=14, size=32, seed=4)
+    root = str(tmp_path / "data")
+    demo_brats.write_demo_set(root, num_cases=14, size=32, seed=4)
     run_dir = tmp_path / "run"
     result = run_module(
         "monai.bundle",
         "run",
         "training",
         "--config_file",
-        merged("train.yaml", "multi_gpu_train.yaml"),
+        merged_configs(CONFIGS, "train.yaml", "multi_gpu_train.yaml"),
         *META,
         *cli_overrides({**TINY, "dataset_dir": root, "bundle_root": str(run_dir), "max_epochs": 1, "val_interval": 1}),
         launcher=("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"),

@@ -15,7 +15,8 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from nnmamba_nets.data.fetal import LANDMARK_NAMES
+from nnmamba_nets.common.datalists import read_datalist
+from nnmamba_nets.demo.fetal import LANDMARK_NAMES
 from nnmamba_nets.landmarks.io import read_landmarks
 from tests.utils import (
     BUNDLES_DIR,
@@ -23,6 +24,7 @@ from tests.utils import (
     assert_net_in_out_verifies,
     assert_workflow_properties,
     cli_overrides,
+    merged_configs,
     run_bundle,
 )
 
@@ -33,14 +35,7 @@ TRAIN = str(CONFIGS / "train.yaml")
 ENV = {"OMP_NUM_THREADS": "2"}
 
 
-def merged(*names: str) -> str:
-    """A --config_file value merging the bundle's configs in this order."""
-    return "[" + ",".join(f"'{CONFIGS / name}'" for name in names) + "]"
-
-
-def tiny_datalist(folder) -> str:
-    """A datalist_file override: a tiny synthetic dataset generated in ``folder`` (not the demo cache)."""
-    return f"$nnmamba_nets.data.fetal.ensure_demo_dataset('{folder}', num_training=4, num_validation=2, num_test=2)"
+TINY_DEMO = {"demo#num_training": 4, "demo#num_validation": 2, "demo#num_test": 2}  # a tiny synthetic set
 
 
 @pytest.mark.parametrize("config, workflow_type", [("train.yaml", "train"), ("inference.yaml", "infer")])
@@ -51,7 +46,7 @@ def test_check_properties(config, workflow_type, tmp_path, monkeypatch):
         str(CONFIGS / config),
         workflow_type,
         bundle_root=str(tmp_path / "bundle"),  # handlers create their folders: keep them out of the cwd
-        datalist_file=tiny_datalist(tmp_path / "data"),
+        **TINY_DEMO,
     )
 
 
@@ -68,7 +63,8 @@ def test_multi_gpu_config_parses(monkeypatch):
     parser = ConfigParser()
     parser.read_config([TRAIN, str(CONFIGS / "multi_gpu_train.yaml")])
     parser.parse()
-    assert parser.get_parsed_content("device") == torch.device("cuda:1")
+    expected = torch.device("cuda:1") if torch.cuda.is_available() else torch.device("cpu")
+    assert parser.get_parsed_content("device") == expected
     assert parser["network"]["_target_"] == "torch.nn.parallel.DistributedDataParallel"
     assert parser["train#sampler"]["_target_"] == "DistributedSampler"
     assert parser["train#dataloader#sampler"].replace("::", "#") == "@train#sampler"
@@ -82,7 +78,8 @@ def test_evaluate_and_inference_configs_merge():
     parser.read_config([TRAIN, str(CONFIGS / "evaluate.yaml")])
     parser.parse()
     targets = [handler["_target_"] for handler in parser["validate#handlers"]]
-    assert targets[-2:] == [
+    assert targets[-3:] == [
+        "MetricsSaver",
         "nnmamba_nets.landmarks.handlers.LandmarkErrorReport",
         "nnmamba_nets.landmarks.handlers.LandmarkWriter",
     ]
@@ -95,24 +92,24 @@ def test_evaluate_and_inference_configs_merge():
 @pytest.mark.slow
 def test_train_resume_evaluate_and_infer(tmp_path):
     """One epoch on a tiny dataset, resume to epoch 2, evaluate on the test split, infer with Slicer output."""
-    datalist = tiny_datalist(tmp_path / "data")
     env = {**ENV, "NNMAMBA_CACHE": str(tmp_path / "cache")}
     run_dir = tmp_path / "run"
-    common = [
-        *META,
-        *cli_overrides({"bundle_root": str(run_dir), "datalist_file": datalist, "batch_size": 2, "val_interval": 1}),
-    ]
+    common = [*META, *cli_overrides({"bundle_root": str(run_dir), **TINY_DEMO, "batch_size": 2, "val_interval": 1})]
     run_bundle("run", "training", "--config_file", TRAIN, *common, "--max_epochs", "1", env=env)
     models = run_dir / "models"
     assert (models / "model.pt").is_file() and (models / "checkpoint_epoch=1.pt").is_file()
     resumed = run_bundle("run", "--config_file", TRAIN, *common, "--max_epochs", "2", "--resume", "true", env=env)
     assert "Epoch: 2/2" in resumed.stdout + resumed.stderr and (models / "checkpoint_epoch=2.pt").is_file()
-    assert not any((tmp_path / "cache").glob("*")), "the demo cache must stay untouched"
-    assert list((run_dir / "eval").glob("events.out.tfevents.*")), "TensorBoard logs"
+    assert list((run_dir / "eval" / "train").glob("events.out.tfevents.*")), "TensorBoard logs"
+    (datalist_file,) = (tmp_path / "cache").glob("fetal_landmarks_synthetic/*/datalist.json")  # the tiny demo set
 
-    evaluation = run_bundle("run", "--config_file", merged("train.yaml", "evaluate.yaml"), *common, env=env)
-    assert "test_mre" in evaluation.stdout + evaluation.stderr
+    evaluation = run_bundle(
+        "run", "--config_file", merged_configs(CONFIGS, "train.yaml", "evaluate.yaml"), *common, env=env
+    )
+    assert "val_mre" in evaluation.stdout + evaluation.stderr
     test_dir = run_dir / "eval" / "test"
+    with open(test_dir / "metrics.csv") as stream:
+        metrics = {name: float(value) for name, value in csv.reader(stream)}
     with open(test_dir / "landmark_errors.csv") as stream:
         rows = list(csv.DictReader(stream))
     assert len(rows) == 2 * 6 and {row["landmark"] for row in rows} == set(LANDMARK_NAMES)
@@ -124,12 +121,13 @@ def test_train_resume_evaluate_and_infer(tmp_path):
         summary = list(csv.DictReader(stream))
     assert [row["landmark"] for row in summary] == [*LANDMARK_NAMES, "all"]
     assert abs(float(summary[-1]["mre_mm"]) - np.mean([float(r["error_mm"]) for r in rows])) < 1e-2
+    assert metrics["val_mre"] == pytest.approx(float(summary[-1]["mre_mm"]), rel=1e-3)  # the summary keeps 4 digits
     assert len(list((test_dir / "landmarks").glob("*.mrk.json"))) == 2
 
     out_dir = tmp_path / "inference"
     missing = str(tmp_path / "missing.nii.gz")
-    inputs = f"$[i['image'] for i in monai.data.load_decathlon_datalist(@datalist_file, False, 'test')] + ['{missing}']"
-    run_bundle(
+    test_images = [item["image"] for item in read_datalist(datalist_file, path_keys=["image"])["test"]]
+    result = run_bundle(
         "run",
         "--config_file",
         str(CONFIGS / "inference.yaml"),
@@ -137,18 +135,20 @@ def test_train_resume_evaluate_and_infer(tmp_path):
         *cli_overrides(
             {
                 "bundle_root": str(run_dir),
-                "datalist_file": datalist,
                 "output_dir": str(out_dir),
-                "input_files": inputs,
+                "dataset_dir": [*test_images, missing],  # a list of files, no Python expression
                 "save_heatmaps": True,
             }
         ),
         env=env,
+        check=False,
     )
+    assert result.returncode != 0 and "1 of 3 images were rejected" in result.stdout + result.stderr
+    assert json.loads((out_dir / "rejected_cases.json").read_text()) == {missing: f"{missing!r}: no such file."}
     with open(out_dir / "landmarks.csv") as stream:
         table = list(csv.DictReader(stream))
-    assert len(table) == 3 and "FileNotFoundError" in table[-1]["error"] and table[-1]["TCD_start_l"] == ""
-    for row in table[:2]:
+    assert len(table) == 2  # the other images were still done
+    for row in table:
         markups_file = out_dir / f"{row['case']}.mrk.json"
         landmarks = read_landmarks(markups_file)
         assert landmarks.names == list(LANDMARK_NAMES)

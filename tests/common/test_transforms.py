@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from monai.transforms import LoadImaged
 
-from nnmamba_nets.common.transforms import NameCaseOnError
-from nnmamba_nets.data import phantom
+from nnmamba_nets.common.transforms import NameCaseOnError, describe_error
+from nnmamba_nets.demo import phantom
 
 
 def test_name_case_on_error_names_case_and_files(tmp_path):
@@ -18,3 +18,13 @@ def test_name_case_on_error_names_case_and_files(tmp_path):
     assert loader({"image": str(good), "case_id": "A"})["image"].shape == (16, 16, 16)
     with pytest.raises(ValueError, match=r"case B: LoadImaged failed with .*truncated\.nii\.gz"):
         loader({"image": str(truncated), "case_id": "B"})
+
+
+def test_describe_error_reports_the_innermost_cause():
+    try:
+        try:
+            raise KeyError("image")
+        except KeyError as inner:
+            raise RuntimeError("applying transform") from inner
+    except RuntimeError as outer:
+        assert describe_error(outer) == "KeyError: 'image'"

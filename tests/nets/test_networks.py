@@ -473,9 +473,11 @@ def test_res_layer_matches_functional_recomputation():
 
 
 def test_importing_the_networks_does_not_import_monai():
-    """The networks need only torch (and numba); MONAI is imported when a landmark transform is used."""
+    """The networks need only torch (and numba), also to decode landmarks in voxels; MONAI comes with the tasks."""
     code = (
-        "import sys, nnmamba_nets; assert 'monai' not in sys.modules, 'monai imported'; "
-        "from nnmamba_nets.landmarks import LoadLandmarksd; assert 'monai' in sys.modules"
+        "import sys, torch, nnmamba_nets; assert 'monai' not in sys.modules, 'monai imported'; "
+        "net = nnmamba_nets.nnMambaLandmark(out_channels=2, channels=16, blocks=2); "
+        "net.decode(torch.rand(1, 2, 16, 16, 16)); assert 'monai' not in sys.modules, 'monai imported by decode'; "
+        "from nnmamba_nets.landmarks.transforms import LoadLandmarksd; assert 'monai' in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)

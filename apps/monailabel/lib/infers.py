@@ -26,16 +26,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.data import MetaTensor
 from monai.transforms import Compose, SaveImaged, SqueezeDimd
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.bundle import BundleInferTask
 
-from nnmamba_nets.classification import class_probabilities
-from nnmamba_nets.data.brats import LABEL_ED, LABEL_ET, LABEL_NCR
+from nnmamba_nets.classification.transforms import class_probabilities
 from nnmamba_nets.landmarks.io import Landmarks, write_markups_json
 from nnmamba_nets.landmarks.transforms import DecodeLandmarksd
-from nnmamba_nets.segmentation import SaveLikeReferenced
+from nnmamba_nets.segmentation.datalist import LABEL_ED, LABEL_ET, LABEL_NCR
+from nnmamba_nets.segmentation.transforms import SaveLikeReferenced
 
 from .bundles import BundleOverrides
 
@@ -218,19 +217,6 @@ def mark_landmarks(
     return marks
 
 
-def _affine_values(data: dict[str, Any], key: str | None) -> dict[str, Any]:
-    """Make a (4, 4) affine passed as data (``data[key]``) a plain tensor.
-
-    The landmark bundle hands the network input's affine to ``DecodeLandmarksd`` as the values of a
-    (4, 4) entry (its dataset drops tensor metadata). MONAI Label keeps the metadata, and the decoder
-    would then read that entry's own ``MetaTensor.affine`` (an identity) instead of its values.
-    """
-    value = data.get(key) if key is not None else None
-    if isinstance(value, MetaTensor) and tuple(value.shape) == (4, 4):
-        data[key] = value.as_tensor()
-    return data
-
-
 class LandmarkInferTask(NNMambaInferTask):
     """Landmark detection: names, RAS world coordinates and confidences, and a label volume marking them.
 
@@ -255,11 +241,7 @@ class LandmarkInferTask(NNMambaInferTask):
             raise ValueError(
                 f"{self.bundle_config_path}: postprocessing must contain one DecodeLandmarksd, found {len(decoders)}."
             )
-        return [
-            functools.partial(_affine_values, key=decoders[0].affine_key),
-            *post,
-            functools.partial(self._to_result, decoder=decoders[0]),
-        ]
+        return [*post, functools.partial(self._to_result, decoder=decoders[0])]
 
     def _to_result(self, data: dict[str, Any], decoder: DecodeLandmarksd) -> dict[str, Any]:
         """Landmark JSON (and markups when asked) into ``result``; the marks volume into ``pred``."""
