@@ -5,15 +5,18 @@
 
 A zip is checked without extracting it: no member outside the one top folder (no absolute or ``..``
 path, no link), a ``configs/metadata.json`` whose version has a changelog entry and matches the
-``_v<version>.zip`` file name, and every ``large_files.yml`` entry that is in the zip with its sha256.
-A folder is checked for the version and changelog and for every ``large_files.yml`` entry present with
-its hash. Releases are built by the repository's ``scripts/build_release.py``.
+``_v<version>.zip`` file name, every ``large_files.yml`` entry that is in the zip with its sha256, and
+every weights file (``models/*.pt``, whatever its size) with the sha256 that ``models/provenance.json``
+records for it and loadable with ``torch.load(weights_only=True)``. A folder is checked the same way,
+with every ``large_files.yml`` entry and every recorded weights file present. Releases are built by the
+repository's ``scripts/build_release.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import logging
 import os
@@ -24,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import IO
 
+import torch
 import yaml
 from packaging.version import InvalidVersion, Version
 
@@ -34,6 +38,7 @@ __all__ = [
     "WEIGHTS_PATH",
     "check_large_files",
     "check_version_changelog",
+    "check_weights",
     "file_hash",
     "open_inside",
     "read_metadata",
@@ -45,6 +50,7 @@ LARGE_FILES_NAME = "large_files.yml"
 WEIGHTS_PATH = "models/model.pt"
 PROVENANCE_PATH = "models/provenance.json"
 HASH_TYPE = "sha256"
+WEIGHTS_SUFFIXES = (".pt", ".pth", ".ckpt")
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +164,72 @@ def check_large_files(
     return problems
 
 
+def check_weights(
+    provenance_text: str | None,
+    weights_files: Sequence[str],
+    open_file: Callable[[str], IO[bytes] | None],
+    where: str,
+    hosted: Sequence[str] = (),
+) -> list[str]:
+    """Problems with a bundle's weights files (empty list: all good).
+
+    Every weights file must be recorded in ``models/provenance.json`` (``weights_sha256``: path -> sha256),
+    every recorded one must be there (unless ``hosted``, i.e. listed in ``large_files.yml`` with a url),
+    match its sha256 and load with ``torch.load(weights_only=True)``, so no pickle payload can run.
+
+    Args:
+        provenance_text: the content of ``models/provenance.json``, or None when the bundle has none.
+        weights_files: the bundle-relative weights files present (``models/*.pt``, ...).
+        open_file: opens a bundle-relative path for reading, or returns None when it is absent.
+        where: the bundle (zip or folder) named in the messages.
+        hosted: bundle-relative paths that ``large_files.yml`` lists (they may be fetched later).
+
+    Returns:
+        one message per problem.
+    """
+    if provenance_text is None:
+        return [f"{where}: no {PROVENANCE_PATH}, so the weights' sha256 cannot be checked"] if weights_files else []
+    try:
+        recorded = json.loads(provenance_text).get("weights_sha256")
+    except (ValueError, AttributeError) as error:
+        return [f"{where}: unreadable {PROVENANCE_PATH}: {error}"]
+    if not isinstance(recorded, dict):
+        return [f"{where}: {PROVENANCE_PATH} records no weights_sha256 {{path: sha256}}"]
+    problems = [f"{where}: weights file {path} is not recorded in {PROVENANCE_PATH}" for path in weights_files
+                if path not in recorded]  # fmt: skip
+    for path, expected in recorded.items():
+        stream = open_file(path)
+        if stream is None:
+            if path not in hosted:
+                problems.append(f"{where}: weights file {path} recorded in {PROVENANCE_PATH} is missing")
+            continue
+        with stream:
+            data = stream.read()
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != expected:
+            problems.append(
+                f"{where}: {path} has sha256 {actual}, {PROVENANCE_PATH} records {expected}: the weights were "
+                "swapped, truncated or tampered with"
+            )
+            continue
+        try:
+            torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except Exception as error:  # torch raises many types; weights_only never runs the payload
+            problems.append(f"{where}: {path} does not load with torch.load(weights_only=True): {error}")
+    return problems
+
+
+def _weights_files(relative_paths: Sequence[str]) -> list[str]:
+    return sorted(p for p in relative_paths if p.startswith("models/") and p.endswith(WEIGHTS_SUFFIXES))
+
+
+def _hosted(listing_text: str | None) -> list[str]:
+    try:
+        return [str(e.get("path")) for e in (yaml.safe_load(listing_text or "") or {}).get("large_files", [])]
+    except yaml.YAMLError:
+        return []
+
+
 def _member_problem(info: zipfile.ZipInfo) -> str | None:
     name = info.filename
     path = PurePosixPath(name)
@@ -180,7 +252,8 @@ def verify_release_zip(zip_path: str | os.PathLike) -> str:
     Raises:
         ValueError: listing every problem: a member outside the top folder, path traversal or links, more
             than one top folder, no metadata, version/changelog disagreement (also with a ``_v<version>.zip``
-            file name), large_files.yml entries whose member has another hash.
+            file name), large_files.yml entries whose member has another hash, weights files that are not
+            recorded, have another sha256 or do not load with ``weights_only=True``.
     """
     zip_path = Path(zip_path)
     try:
@@ -216,6 +289,15 @@ def verify_release_zip(zip_path: str | os.PathLike) -> str:
         listing = f"{bundle}/{LARGE_FILES_NAME}"
         listing_text = archive.read(listing).decode("utf-8") if listing in names else None
         problems += check_large_files(listing_text, open_member, str(zip_path), require_present=False)
+        provenance = f"{bundle}/{PROVENANCE_PATH}"
+        members = [name[len(bundle) + 1 :] for name in names if name.startswith(f"{bundle}/")]
+        problems += check_weights(
+            archive.read(provenance).decode("utf-8") if provenance in names else None,
+            _weights_files(members),
+            open_member,
+            str(zip_path),
+            _hosted(listing_text),
+        )
     if problems:
         raise ValueError(f"refusing {zip_path}:\n  " + "\n  ".join(problems))
     return bundle
@@ -231,16 +313,24 @@ def verify_bundle_dir(bundle_dir: str | os.PathLike) -> str:
         the bundle version.
 
     Raises:
-        ValueError: version/changelog disagreement, or a large_files.yml entry missing or with another hash.
+        ValueError: version/changelog disagreement, a large_files.yml entry missing or with another hash, or
+            weights files that are missing, not recorded, have another sha256 or do not load with
+            ``weights_only=True``.
     """
     bundle_dir = Path(bundle_dir)
     version = check_version_changelog(read_metadata(bundle_dir), f"{bundle_dir}/configs/metadata.json")
     listing = bundle_dir / LARGE_FILES_NAME
+    listing_text = listing.read_text(encoding="utf-8") if listing.is_file() else None
     problems = check_large_files(
-        listing.read_text(encoding="utf-8") if listing.is_file() else None,
+        listing_text, lambda relative: open_inside(bundle_dir, relative), str(bundle_dir), require_present=True
+    )
+    provenance = bundle_dir / PROVENANCE_PATH
+    present = [p.relative_to(bundle_dir).as_posix() for p in (bundle_dir / "models").glob("*") if p.is_file()]
+    problems += check_weights(
+        provenance.read_text(encoding="utf-8") if provenance.is_file() else None,
+        _weights_files(present),
         lambda relative: open_inside(bundle_dir, relative),
         str(bundle_dir),
-        require_present=True,
     )
     if problems:
         raise ValueError(f"refusing {bundle_dir}:\n  " + "\n  ".join(problems))

@@ -10,10 +10,12 @@ writes ``dist/<bundle>_v<version>.zip`` whose single top folder is the bundle na
 (how the weights were made) and, for every file over ``--large-file-mb`` (25 MB), an entry in
 ``large_files.yml`` (path, url, sha256) plus a copy of that file next to the zip to upload as a release
 asset. Before anything is trained or written, the bundle must pass: version and changelog agree;
-``monai.bundle verify_metadata`` against the repository's schema (offline); ``monai.bundle
-verify_net_in_out`` on the inference network; ``ConfigWorkflow.check_properties()`` empty for the train
-and the inference config; ``nnmamba_nets`` and the ``ckpt_export`` (TorchScript) status declared in
-``metadata.json`` and ``docs/README.md``; no config path that climbs out of the bundle.
+``monai.bundle verify_metadata`` against the repository's schema (offline);
+``ConfigWorkflow.check_properties()`` empty for the train config; ``nnmamba_nets`` and the ``ckpt_export``
+(TorchScript) status declared in ``metadata.json`` and ``docs/README.md``; no config path that climbs out of
+the bundle. Once the weights exist, the release as it will be downloaded (weights and the records training
+writes beside them, e.g. a landmark protocol) must pass ``check_properties()`` of the inference config and
+``monai.bundle verify_net_in_out``, before the zip is written.
 
 ``--train-demo`` trains the weights with the bundle's own command, ``python -m monai.bundle run training
 --config_file configs/train.yaml ...``, in a scratch copy of the bundle, with the bundle's demo defaults
@@ -78,6 +80,7 @@ IGNITE_SELF_KEY = "checkpointer"
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 _CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 _CLI_OUTPUT_TAIL = 4000
+META_FILE = "configs/metadata.json"
 
 logger = logging.getLogger(__name__)
 
@@ -209,25 +212,35 @@ def check_bundle(
     version = check_version_changelog(metadata, f"{bundle_dir}/configs/metadata.json")
     _check_layout_and_declarations(bundle_dir, metadata)
     with tempfile.TemporaryDirectory(prefix="nnmamba-release-check-") as scratch:
-        missing = {
-            "train": _missing_properties(bundle_dir, "train.yaml", "train", Path(scratch), train_overrides),
-            "infer": _missing_properties(bundle_dir, "inference.yaml", "infer", Path(scratch)),
-        }
-    if any(missing.values()):
-        raise ValueError(f"bundle {bundle_dir}: ConfigWorkflow.check_properties() reports missing ids {missing}.")
-    meta_file = "configs/metadata.json"
-    run_bundle_cli(["verify_metadata", "--meta_file", meta_file, "--filepath", schema], cwd=bundle_dir)
-    run_bundle_cli(
-        ["verify_net_in_out", "network_def", "--meta_file", meta_file, "--config_file", "configs/inference.yaml"],
-        cwd=bundle_dir,
-    )
-    logger.info("%s %s: all release checks passed.", bundle_dir.name, version)
+        missing = _missing_properties(bundle_dir, "train.yaml", "train", Path(scratch), train_overrides)
+    if missing:
+        raise ValueError(f"bundle {bundle_dir}: ConfigWorkflow.check_properties() of train.yaml lacks {missing}.")
+    run_bundle_cli(["verify_metadata", "--meta_file", META_FILE, "--filepath", schema], cwd=bundle_dir)
+    logger.info("%s %s: the checks before training passed.", bundle_dir.name, version)
     return version
+
+
+def check_inference(staging: Path) -> None:
+    """The checks of the release as it will be downloaded: its inference config's properties (with the
+    packaged weights and the records training wrote beside them, e.g. a landmark protocol) and
+    ``monai.bundle verify_net_in_out`` on its network.
+
+    Raises:
+        ValueError: ``check_properties()`` of ``inference.yaml`` reports missing ids.
+        RuntimeError: ``verify_net_in_out`` failed (with its output).
+    """
+    missing = _missing_properties(staging, "inference.yaml", "infer", staging)
+    if missing:
+        raise ValueError(f"bundle {staging.name}: ConfigWorkflow.check_properties() of inference.yaml lacks {missing}.")
+    run_bundle_cli(
+        ["verify_net_in_out", "network_def", "--meta_file", META_FILE, "--config_file", "configs/inference.yaml"],
+        cwd=staging,
+    )
 
 
 # ---- weights ---------------------------------------------------------------------------------------------------
 def _train_demo_weights(bundle_dir: Path, overrides: Mapping[str, str], work_dir: Path) -> tuple[Path, list[str]]:
-    """Train with the bundle's own command in a scratch copy; returns (model.pt, the command run there)."""
+    """Train with the bundle's own command in a scratch copy; returns (its models/model.pt, the command)."""
     copy = work_dir / bundle_dir.name
     for relative in bundle_files(bundle_dir):
         (copy / relative).parent.mkdir(parents=True, exist_ok=True)
@@ -255,12 +268,18 @@ def _train_demo_weights(bundle_dir: Path, overrides: Mapping[str, str], work_dir
     return weights, ["python", "-m", "monai.bundle", *args]
 
 
-def _inference_network(bundle_dir: Path) -> torch.nn.Module:
+def _network(
+    bundle_dir: Path, config: str = "inference.yaml", overrides: Mapping[str, str] | None = None
+) -> torch.nn.Module:
+    """The ``network_def`` of one of the bundle's configs, with ``bundle_root`` at ``bundle_dir``."""
+    from fire.parser import DefaultParseValue
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
-    parser.read_config(str(bundle_dir / "configs" / "inference.yaml"))
-    parser.read_meta(str(bundle_dir / "configs" / "metadata.json"))
+    parser.read_config(str(bundle_dir / "configs" / config))
+    parser.read_meta(str(bundle_dir / META_FILE))
+    parser.update({key: DefaultParseValue(value) for key, value in (overrides or {}).items()})
+    parser["bundle_root"] = str(bundle_dir)
     return parser.get_parsed_content("network_def")
 
 
@@ -287,7 +306,7 @@ def export_state_dict(source: str | os.PathLike, target: str | os.PathLike, bund
     if isinstance(checkpoint, Mapping) and IGNITE_SELF_KEY in checkpoint:
         checkpoint = {key: value for key, value in checkpoint.items() if key != IGNITE_SELF_KEY}
     state_dict = extract_state_dict(checkpoint, str(source))
-    load_pretrained(_inference_network(Path(bundle_dir)), state_dict, strict=True)  # raises with the misfits listed
+    load_pretrained(_network(Path(bundle_dir)), state_dict, strict=True)  # raises with the misfits listed
     target.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state_dict, target)
 
@@ -406,7 +425,8 @@ def build_release(
     version = check_bundle(bundle_dir, schema, overrides)
     bundle = bundle_dir.name
     threshold_bytes = large_file_mb * 1024 * 1024
-    weights_bytes = sum(t.numel() * t.element_size() for t in _inference_network(bundle_dir).state_dict().values())
+    network = _network(bundle_dir, "train.yaml", overrides)  # inference may need what training records
+    weights_bytes = sum(t.numel() * t.element_size() for t in network.state_dict().values())
     if weights_bytes > threshold_bytes and not asset_base_url:  # refuse before hours of training, not after
         raise ValueError(
             f"{bundle}: the weights will be about {weights_bytes / 2**20:.0f} MB, over the large-file "
@@ -427,20 +447,29 @@ def build_release(
             weights, command = bundle_dir / WEIGHTS_PATH, None
             if not weights.is_file():
                 raise ValueError(f"bundle {bundle}: no {WEIGHTS_PATH} to package; train it or pass --train-demo.")
-        export_state_dict(weights, staging / WEIGHTS_PATH, bundle_dir)
+        records = [p for p in sorted(weights.parent.glob("*.json")) if p.name != Path(PROVENANCE_PATH).name]
+        for record in records:  # what training wrote beside the weights for inference (e.g. a landmark protocol)
+            (staging / "models").mkdir(parents=True, exist_ok=True)
+            shutil.copy2(record, staging / "models" / record.name)
+        export_state_dict(weights, staging / WEIGHTS_PATH, staging)
+        check_inference(staging)
         with open(staging / WEIGHTS_PATH, "rb") as stream:
             weights_sha256 = file_hash(stream)
         provenance = {
             "bundle": bundle,
             "version": version,
             "weights": WEIGHTS_PATH,
-            "weights_sha256": weights_sha256,
+            "weights_sha256": {WEIGHTS_PATH: weights_sha256},  # every weights file: --verify compares them
+            "records": [f"models/{record.name}" for record in records],
             "trained_with": shlex.join(command) if command else "the bundle's models/model.pt (not trained here)",
             "train_overrides": overrides,
             "versions": {"nnmamba_nets": __version__, "monai": package_version("monai"), "torch": torch.__version__},
         }
         (staging / PROVENANCE_PATH).write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
-        files = sorted([*files, PurePosixPath(WEIGHTS_PATH), PurePosixPath(PROVENANCE_PATH)])
+        files = sorted(
+            [*files, PurePosixPath(WEIGHTS_PATH), PurePosixPath(PROVENANCE_PATH)]
+            + [PurePosixPath("models") / record.name for record in records]
+        )
         entries = {entry["path"]: entry for entry in _source_large_file_entries(bundle_dir, staging)}
         new_entries = _large_file_entries(staging, files, bundle, version, threshold_bytes, asset_base_url)
         entries.update({entry["path"]: entry for entry in new_entries})

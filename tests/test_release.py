@@ -6,12 +6,18 @@ tests/scripts/test_build_release.py, next to the builder.
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
+import os
+import pickle
 import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 
-from nnmamba_nets.release import check_version_changelog, verify_release_zip
+from nnmamba_nets.release import check_version_changelog, verify_bundle_dir, verify_release_zip
 from tests.utils import BUNDLES_DIR, run_bundle
 
 BUNDLE = "nnmamba_brats_segmentation"
@@ -94,3 +100,56 @@ def test_verify_refuses_symbolic_link_members(tmp_path):
         archive.writestr(link, "/etc/passwd")
     with pytest.raises(ValueError, match="symbolic link"):
         verify_release_zip(release)
+
+
+class Payload:
+    """A pickle payload: unpickling it would run ``touch <marker>``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def weights_zip(tmp_path: Path, weights: bytes, recorded: bytes | None = None, name: str = "release.zip") -> Path:
+    """A minimal release zip with ``models/model.pt`` = ``weights`` and a provenance recording ``recorded``."""
+    sha256 = hashlib.sha256(weights if recorded is None else recorded).hexdigest()
+    provenance = json.dumps({"weights": "models/model.pt", "weights_sha256": {"models/model.pt": sha256}})
+    return minimal_zip(
+        tmp_path / name,
+        {f"{BUNDLE}/models/model.pt": weights, f"{BUNDLE}/models/provenance.json": provenance.encode()},
+    )
+
+
+def saved(obj) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def test_verify_checks_every_weights_file_whatever_its_size(tmp_path):
+    good = saved({"w": torch.ones(2)})
+    assert verify_release_zip(weights_zip(tmp_path, good)) == BUNDLE
+    swapped = saved({"w": torch.zeros(2)})
+    with pytest.raises(ValueError, match="swapped, truncated or tampered with"):
+        verify_release_zip(weights_zip(tmp_path, swapped, recorded=good))
+    with pytest.raises(ValueError, match="swapped, truncated or tampered with"):
+        verify_release_zip(weights_zip(tmp_path, good[: len(good) // 2], recorded=good))
+    unrecorded = minimal_zip(tmp_path / "unrecorded.zip", {f"{BUNDLE}/models/model.pt": good})
+    with pytest.raises(ValueError, match="no models/provenance.json"):
+        verify_release_zip(unrecorded)
+
+
+def test_a_pickle_payload_recorded_as_the_weights_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "payload_ran"
+    payload = pickle.dumps({"w": Payload(marker)})
+    with pytest.raises(ValueError, match=r"does not load with torch.load\(weights_only=True\)"):
+        verify_release_zip(weights_zip(tmp_path, payload))  # even with a matching hash
+    assert not marker.exists()
+    folder = tmp_path / "folder" / BUNDLE
+    with zipfile.ZipFile(weights_zip(tmp_path, payload, name="payload.zip")) as archive:
+        archive.extractall(tmp_path / "folder")
+    with pytest.raises(ValueError, match="does not load"):
+        verify_bundle_dir(folder)
+    assert not marker.exists()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,29 @@ from monai.bundle import ConfigWorkflow
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUNDLES_DIR = REPO_ROOT / "bundles"
+# a line printed by the warnings module: "<file>:<line>: <Category>: <message>"
+_WARNING_LINE = re.compile(r"^(?P<file>\S+?):\d+: (?P<category>[A-Za-z]*Warning): (?P<message>.*)$", re.MULTILINE)
+# MONAI's own warnings a bundle run may print, once each (docs/console.md says why they are expected)
+EXPECTED_WARNINGS = (
+    "GHSA-873f-pvrv-4x83",  # MONAI: bundle configs are code (eval), only run trusted ones
+    "Detected deprecated name 'optional_packages_version'",  # MONAI renames the schema's required field
+)
+
+
+def warnings_of(process: subprocess.CompletedProcess) -> Counter:
+    """``(file, category, message)`` -> how often the warnings module printed it, in a run's output."""
+    text = (process.stdout or "") + (process.stderr or "")
+    return Counter((m["file"], m["category"], m["message"]) for m in _WARNING_LINE.finditer(text))
+
+
+def assert_quiet(process: subprocess.CompletedProcess) -> None:
+    """A bundle run printed no warning of ours and each of MONAI's expected ones at most once."""
+    for (file, category, message), count in warnings_of(process).items():
+        assert "nnmamba_nets" not in file and "/bundles/" not in file, f"our warning: {file}: {category}: {message}"
+        assert any(expected in message for expected in EXPECTED_WARNINGS), (
+            f"unexpected {category} from {file}: {message}"
+        )
+        assert count == 1, f"{count} times: {category}: {message}"
 
 
 def cli_overrides(overrides: Mapping[str, Any]) -> list[str]:
@@ -84,8 +109,14 @@ def run_python(
 
 
 def run_bundle(command: str, *args: str, **kwargs: Any) -> subprocess.CompletedProcess:
-    """``python -m monai.bundle <command> <args...>``; keyword arguments as for :func:`run_module`."""
-    return run_module("monai.bundle", command, *args, **kwargs)
+    """``python -m monai.bundle <command> <args...>``; keyword arguments as for :func:`run_module`.
+
+    Every ``run`` (training, evaluation, inference) must be quiet: :func:`assert_quiet`.
+    """
+    process = run_module("monai.bundle", command, *args, **kwargs)
+    if command == "run":
+        assert_quiet(process)
+    return process
 
 
 def assert_workflow_properties(

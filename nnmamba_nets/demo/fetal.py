@@ -1,6 +1,7 @@
 """A synthetic fetal-head demo set with the paper's six cerebellum landmarks, as NIfTI images and Slicer markups.
 
-Landmarks (channel order; RAS axes x = right, y = anterior, z = superior):
+Landmarks (channel order, as labels of the Slicer files; their descriptions are the positions below,
+:data:`LANDMARK_DESCRIPTIONS`; RAS axes x = right, y = anterior, z = superior):
 
 ========== ==========================================================================
 name       position
@@ -19,7 +20,7 @@ of one of these ellipsoids along one of its axes, so it sits on a definite image
 draws its own size, shape, cerebellum pose, head pose (rotation up to 15 degrees, shift), anisotropic
 voxel spacing (1 to 2 mm per axis), oblique grid (rotation up to 20 degrees, random axis flips), bias
 field, contrast and noise. Images are NIfTI (RAS affine) in ``images/``; landmarks are 3D Slicer markups
-JSON in LPS, like files saved by Slicer, in ``landmarks/`` (the layout
+JSON in LPS with names and descriptions, like files saved by Slicer, in ``landmarks/`` (the layout
 :func:`nnmamba_nets.landmarks.datalist.prepare_datalist` reads). :func:`demo_datalist` builds the set once
 into the demo cache and is what the bundle calls.
 
@@ -52,12 +53,30 @@ from nnmamba_nets.demo.phantom import (
 )
 from nnmamba_nets.landmarks.datalist import PATH_KEYS
 from nnmamba_nets.landmarks.io import Landmarks, write_markups_json
+from nnmamba_nets.landmarks.protocol import LandmarkProtocol
 
-__all__ = ["DEMO_NAME", "LANDMARK_NAMES", "demo_datalist", "synthesize_case", "write_demo_set"]
+__all__ = [
+    "DEMO_NAME",
+    "LANDMARK_DESCRIPTIONS",
+    "LANDMARK_NAMES",
+    "PROTOCOL",
+    "demo_datalist",
+    "synthesize_case",
+    "write_demo_set",
+]
 
 LANDMARK_NAMES = ("TCD_start", "TCD_end", "HDV_start", "HDV_end", "ADV_start", "ADV_end")
+LANDMARK_DESCRIPTIONS = (
+    "transverse cerebellar diameter, right end",
+    "transverse cerebellar diameter, left end",
+    "height of the vermis, superior tip",
+    "height of the vermis, inferior tip",
+    "antero-posterior diameter of the vermis, anterior tip",
+    "antero-posterior diameter of the vermis, posterior tip",
+)
+PROTOCOL = LandmarkProtocol(LANDMARK_NAMES, LANDMARK_DESCRIPTIONS, "the fetal demo set")
 DEMO_NAME = "fetal_landmarks_synthetic"
-GENERATOR_VERSION = 1  # bump when the generator's output changes, so old caches are not reused
+GENERATOR_VERSION = 2  # bump when the generator's output changes, so old caches are not reused
 _logger = logging.getLogger(__name__)
 
 
@@ -182,7 +201,8 @@ def write_demo_set(
         seed: seed of the whole set. Defaults to 0.
 
     Returns:
-        the path of ``<folder>/datalist.json`` (items ``{"image", "landmarks"}``, and ``landmark_names``).
+        the path of ``<folder>/datalist.json`` (items ``{"image", "landmarks"}``, and the protocol:
+        ``landmark_names`` and ``landmark_descriptions``).
 
     Raises:
         ValueError: no training case or a negative split size.
@@ -203,12 +223,11 @@ def write_demo_set(
             case = f"case_{index:04d}"
             image_file, landmark_file = root / "images" / f"{case}.nii.gz", root / "landmarks" / f"{case}.mrk.json"
             save_nifti(image_file, image, affine, description="synthetic fetal head (nnmamba_nets)")
-            write_markups_json(landmark_file, Landmarks(list(LANDMARK_NAMES), landmarks), coordinate_system="LPS")
+            points = Landmarks(PROTOCOL.names, landmarks, descriptions=PROTOCOL.descriptions)
+            write_markups_json(landmark_file, points, coordinate_system="LPS")
             splits[split].append({"image": str(image_file), "landmarks": str(landmark_file)})
             index += 1
-    return write_datalist(
-        root / cache.DATALIST_FILE, {"landmark_names": list(LANDMARK_NAMES), **splits}, path_keys=PATH_KEYS
-    )
+    return write_datalist(root / cache.DATALIST_FILE, {**PROTOCOL.to_dict(), **splits}, path_keys=PATH_KEYS)
 
 
 def demo_datalist(num_training: int = 48, num_validation: int = 8, num_test: int = 16, seed: int = 0) -> str:

@@ -1,10 +1,10 @@
-"""Ignite handlers that write landmark predictions: Slicer markups per case, CSV tables, an error report.
+"""Ignite handlers that write landmark predictions: Slicer files per case, CSV tables, an error report.
 
 Both read the decollated ``engine.state.batch`` (file names, true landmarks) and ``engine.state.output``
 (predictions) of a MONAI evaluator whose post-processing ran
-:class:`~nnmamba_nets.landmarks.transforms.DecodeLandmarksd`. Each case's markups file is written as soon as
-the case is done; the tables are written whole when the run completes, through a temporary file and a
-rename, so no reader ever sees half a table. They are meant for single-process runs (inference and
+:class:`~nnmamba_nets.landmarks.transforms.DecodeLandmarksd`. Each case's Slicer files are written as soon as
+the case is done; the tables are written whole when the run completes. Every file goes through a temporary
+file and a rename, so no reader ever sees half a file. They are meant for single-process runs (inference and
 evaluation); under DDP attach them on rank 0 only and give that rank the whole dataset.
 
 Ours because MONAI's savers know no landmark: ``MetricsSaver`` writes the per-case error matrix (columns
@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +29,13 @@ import torch
 from monai.utils import min_version, optional_import
 
 from nnmamba_nets.common.files import write_text_atomic
-from nnmamba_nets.landmarks.io import Landmarks, case_name, convert_coordinate_system, write_markups_json
+from nnmamba_nets.landmarks.io import (
+    LANDMARK_SUFFIXES,
+    Landmarks,
+    case_name,
+    convert_coordinate_system,
+    write_landmarks,
+)
 from nnmamba_nets.landmarks.metrics import SDR_THRESHOLDS_MM, radial_errors, summarize_radial_errors
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
@@ -90,16 +98,20 @@ def _cases(engine: Engine) -> list[tuple[dict, dict]]:
 
 
 class LandmarkWriter:
-    """Write each predicted case as a Slicer markups JSON (``<case>.mrk.json``) and one row of a CSV table.
+    """Write each predicted case as 3D Slicer landmark files (``<case>.mrk.json``, ...) and one row of a CSV table.
 
-    CSV columns: ``image``, ``case``, per landmark its three coordinates (``<name>_l``, ``_p``, ``_s`` in LPS or
-    ``_r``, ``_a``, ``_s`` in RAS) and ``<name>_confidence``. Two inputs with the same file name (from different
-    folders) are written as ``<case>`` and ``<case>_2``. Inputs that cannot be trusted are rejected before the
-    network (:func:`nnmamba_nets.common.inference.partition_inputs`), so every case here has a prediction.
+    The files carry the landmark names as labels and their descriptions; a markups JSON also the confidences
+    (its ``confidence`` measurement). Table columns: ``image``, ``case``, per landmark its three coordinates
+    (``<name>_l``, ``_p``, ``_s`` in LPS or ``_r``, ``_a``, ``_s`` in RAS) and ``<name>_confidence``. Two inputs
+    with the same file name (from different folders) are written as ``<case>`` and ``<case>_2``. Inputs that
+    cannot be trusted are rejected before the network (:func:`nnmamba_nets.common.inference.partition_inputs`),
+    so every case here has a prediction.
 
     Args:
         output_dir: output folder.
         names: landmark names in channel order.
+        descriptions: one description per name (e.g. the anatomical names of the training files).
+            Defaults to None (empty descriptions).
         pred_key: prefix of the decoded keys (``<pred_key>_landmarks`` world RAS coordinates and
             ``<pred_key>_confidence``). Defaults to ``"pred"``.
         image_key: key of the input image (for its file name metadata). Defaults to ``"image"``.
@@ -111,12 +123,18 @@ class LandmarkWriter:
             per landmark, on the network input grid). Defaults to None (not saved).
         affine_key: output key of the network input image (``MetaTensor``) or its (4, 4) affine, for the heatmap
             files. Defaults to ``"image"``.
+        formats: the Slicer files written per case, by suffix: any of ``.mrk.json``, ``.fcsv`` and ``.csv``
+            (a ``.fcsv`` has no place for confidences). Defaults to ``(".mrk.json",)``.
+
+    Raises:
+        ValueError: an unknown coordinate system or file suffix, no suffix, or not one description per name.
     """
 
     def __init__(
         self,
         output_dir: str | os.PathLike,
         names: Sequence[str],
+        descriptions: Sequence[str] | None = None,
         pred_key: str = "pred",
         image_key: str = "image",
         name_key: str | None = None,
@@ -124,11 +142,18 @@ class LandmarkWriter:
         csv_name: str = "landmarks.csv",
         heatmap_key: str | None = None,
         affine_key: str = "image",
+        formats: Sequence[str] = (".mrk.json",),
     ) -> None:
         if coordinate_system not in _AXES:
             raise ValueError(f"coordinate_system must be one of {tuple(_AXES)}, got {coordinate_system!r}.")
+        self.formats = [formats] if isinstance(formats, str) else list(formats)
+        if not self.formats or any(suffix not in LANDMARK_SUFFIXES for suffix in self.formats):
+            raise ValueError(f"formats must be one or more of {LANDMARK_SUFFIXES}, got {formats!r}.")
         self.output_dir = Path(output_dir)
         self.names = list(names)
+        self.descriptions = [""] * len(self.names) if descriptions is None else [str(d) for d in descriptions]
+        if len(self.descriptions) != len(self.names):
+            raise ValueError(f"got {len(self.descriptions)} descriptions for the landmark names {self.names}.")
         self.pred_key = pred_key
         self.image_key = image_key
         self.name_key = name_key
@@ -147,9 +172,9 @@ class LandmarkWriter:
         engine.add_event_handler(Events.COMPLETED, self.write_table)
 
     def start(self, engine: Engine | None = None) -> None:
-        """Forget the cases of an earlier run."""
+        """Forget the cases of an earlier run (a case named like the table is never written over it)."""
         self.rows = []
-        self.written = set()
+        self.written = {self.csv_name[: -len(s)] for s in self.formats if self.csv_name.endswith(s)}
 
     def write_table(self, engine: Engine | None = None) -> None:
         """Write the CSV table of all cases of the run."""
@@ -175,8 +200,10 @@ class LandmarkWriter:
         confidence = item[f"{self.pred_key}_confidence"].detach().cpu().double().numpy()
         if points.shape != (len(self.names), 3):
             raise ValueError(f"{source}: expected {len(self.names)} predicted landmarks, got shape {points.shape}.")
-        markups_file = self.output_dir / f"{case}.mrk.json"
-        write_markups_json(markups_file, Landmarks(self.names, points, confidence), self.coordinate_system, case)
+        landmarks = Landmarks(self.names, points, confidence, self.descriptions, markup={"name": case})
+        files = [self.output_dir / f"{case}{suffix}" for suffix in self.formats]
+        for landmark_file in files:
+            write_landmarks(landmark_file, landmarks, self.coordinate_system)
         if self.heatmap_key is not None:
             affine = item[self.affine_key]
             affine = getattr(affine, "affine", affine).detach().cpu().double().numpy()
@@ -185,7 +212,7 @@ class LandmarkWriter:
             partial = heatmap_file.with_name(f".tmp-{os.getpid()}-{heatmap_file.name}")
             nib.save(nib.Nifti1Image(np.moveaxis(heatmaps, 0, -1), affine), partial)
             os.replace(partial, heatmap_file)
-        self.logger.info("%s: wrote %s", case, markups_file)
+        self.logger.info("%s: wrote %s", case, ", ".join(str(f) for f in files))
         row: list[object] = [source, case]
         for position, value in zip(convert_coordinate_system(points, "RAS", self.coordinate_system), confidence):
             row += [_format(v) for v in position] + [_format(value)]
@@ -199,26 +226,32 @@ class LandmarkWriter:
 
 
 class LandmarkErrorReport:
-    """Per-case, per-landmark radial errors to CSV, and a summary table (MRE, SD, median, max, SDR) per landmark.
+    """Per-case, per-landmark radial errors to CSV, and a summary (MRE, SD, median, max, SDR) per landmark.
 
     Files in ``output_dir``, written when the run completes: ``landmark_errors.csv`` (one row per case and
-    landmark: true and predicted RAS coordinates, error in mm, confidence) and ``landmark_summary.csv`` (also
-    logged as a table).
+    landmark: its name and description, true and predicted RAS coordinates, error in mm, confidence),
+    ``landmark_summary.csv`` (one row per landmark name, then ``all``: description, n, MRE, SD, median, max and
+    the SDR at every threshold; also logged as a table) and ``landmark_summary.json`` (the same rows, unrounded).
 
     Args:
         output_dir: output folder.
         names: landmark names in channel order.
+        descriptions: one description per name. Defaults to None (empty descriptions).
         pred_key: prefix of the decoded keys (``<pred_key>_landmarks``, ``<pred_key>_confidence``).
             Defaults to ``"pred"``.
         label_key: batch key of the true (K, 3) world RAS landmarks. Defaults to ``"landmarks"``.
         image_key: key of the input image (for the file name). Defaults to ``"image"``.
         thresholds: SDR thresholds in mm. Defaults to 2, 2.5, 3 and 4.
+
+    Raises:
+        ValueError: not one description per name.
     """
 
     def __init__(
         self,
         output_dir: str | os.PathLike,
         names: Sequence[str],
+        descriptions: Sequence[str] | None = None,
         pred_key: str = "pred",
         label_key: str = "landmarks",
         image_key: str = "image",
@@ -226,6 +259,9 @@ class LandmarkErrorReport:
     ) -> None:
         self.output_dir = Path(output_dir)
         self.names = list(names)
+        self.descriptions = [""] * len(self.names) if descriptions is None else [str(d) for d in descriptions]
+        if len(self.descriptions) != len(self.names):
+            raise ValueError(f"got {len(self.descriptions)} descriptions for the landmark names {self.names}.")
         self.pred_key = pred_key
         self.label_key = label_key
         self.image_key = image_key
@@ -259,12 +295,14 @@ class LandmarkErrorReport:
                     f"{source}: expected {len(self.names)} landmarks, got errors of shape {tuple(errors.shape)}."
                 )
             self.errors.append(errors)
-            for name, true_point, point, error, value in zip(self.names, target, predicted, errors, confidence):
+            landmarks = zip(self.names, self.descriptions, target, predicted, errors, confidence)
+            for name, description, true_point, point, error, value in landmarks:
                 self.rows.append(
                     [
                         source,
                         case,
                         name,
+                        description,
                         *map(_format, true_point.tolist()),
                         *map(_format, point.tolist()),
                         _format(float(error)),
@@ -273,19 +311,27 @@ class LandmarkErrorReport:
                 )
 
     def write_summary(self, engine: Engine | None = None) -> list[dict]:
-        """Write ``landmark_errors.csv`` and ``landmark_summary.csv``, log the summary and return its rows."""
+        """Write ``landmark_errors.csv``, ``landmark_summary.csv`` and ``.json``, log the summary, return its rows.
+
+        Raises:
+            ValueError: no case was seen.
+        """
         if not self.errors:
             raise ValueError("LandmarkErrorReport saw no cases; nothing to summarise.")
-        header = ["image", "case", "landmark", "true_r", "true_a", "true_s", "pred_r", "pred_a", "pred_s"]
-        _write_table(self.output_dir / "landmark_errors.csv", header + ["error_mm", "confidence"], self.rows)
-        self.summary = summarize_radial_errors(torch.stack(self.errors), self.names, self.thresholds)
+        header = ["image", "case", "landmark", "description", "true_r", "true_a", "true_s", "pred_r", "pred_a"]
+        _write_table(self.output_dir / "landmark_errors.csv", header + ["pred_s", "error_mm", "confidence"], self.rows)
+        self.summary = summarize_radial_errors(
+            torch.stack(self.errors), self.names, self.thresholds, descriptions=self.descriptions
+        )
         header = list(self.summary[0])
         _write_table(
             self.output_dir / "landmark_summary.csv",
             header,
             [[_cell(row[k], "{:.4g}") for k in header] for row in self.summary],
         )
-        widths = [max(len(h), 9) for h in header]
+        rows = [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()} for r in self.summary]
+        write_text_atomic(self.output_dir / "landmark_summary.json", json.dumps(rows, indent=1) + "\n")
+        widths = [max(9, len(h), *(len(_cell(row[h], "{:.3f}")) for row in self.summary)) for h in header]
         lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths))]
         for row in self.summary:
             lines.append("  ".join(_cell(row[k], "{:.3f}").rjust(w) for k, w in zip(header, widths)))

@@ -45,7 +45,10 @@ def radial_errors(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor
 
 
 def summarize_radial_errors(
-    errors: torch.Tensor, names: Sequence[str], thresholds: Sequence[float] = SDR_THRESHOLDS_MM
+    errors: torch.Tensor,
+    names: Sequence[str],
+    thresholds: Sequence[float] = SDR_THRESHOLDS_MM,
+    descriptions: Sequence[str] | None = None,
 ) -> list[dict[str, float | str | int]]:
     """Summary table of an (N cases, K landmarks) radial error matrix: one row per landmark, then ``"all"``.
 
@@ -53,22 +56,31 @@ def summarize_radial_errors(
         errors: (N, K) radial errors in mm.
         names: K landmark names.
         thresholds: SDR thresholds in mm. Defaults to 2, 2.5, 3 and 4.
+        descriptions: K landmark descriptions. Defaults to None (empty).
 
     Returns:
-        rows with ``landmark``, ``n``, ``mre_mm``, ``sd_mm``, ``median_mm``, ``max_mm`` and ``sdr_<t>mm`` (fraction
-        of errors <= t).
+        rows with ``landmark``, ``description`` ("" for ``"all"``), ``n``, ``mre_mm``, ``sd_mm``, ``median_mm`` (of an
+        even count, the mean of the middle two), ``max_mm`` and ``sdr_<t>mm`` (fraction of errors <= t).
+
+    Raises:
+        ValueError: the matrix does not have one column per name, or not one description per name.
     """
     errors = torch.as_tensor(errors, dtype=torch.float64)
     if errors.ndim != 2 or errors.shape[1] != len(names):
         raise ValueError(f"errors must be (cases, {len(names)}) for {len(names)} names, got {tuple(errors.shape)}.")
+    descriptions = [""] * len(names) if descriptions is None else list(descriptions)
+    if len(descriptions) != len(names):
+        raise ValueError(f"got {len(descriptions)} descriptions for {len(names)} landmark names.")
     rows = []
-    for name, column in [*zip(names, errors.T), ("all", errors.flatten())]:
+    columns = [*zip(names, descriptions, errors.T), ("all", "", errors.flatten())]
+    for name, description, column in columns:
         row: dict[str, float | str | int] = {
             "landmark": name,
+            "description": description,
             "n": int(column.numel()),
             "mre_mm": float(column.mean()) if column.numel() else math.nan,
             "sd_mm": float(column.std(unbiased=False)) if column.numel() else math.nan,
-            "median_mm": float(column.median()) if column.numel() else math.nan,
+            "median_mm": float(column.quantile(0.5)) if column.numel() else math.nan,  # mean of the middle two
             "max_mm": float(column.max()) if column.numel() else math.nan,
         }
         for threshold in thresholds:

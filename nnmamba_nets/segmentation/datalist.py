@@ -65,15 +65,28 @@ def _case_of_folder(case_dir: Path, require_label: bool) -> dict:
     return case
 
 
-def find_brats_cases(dataset_dir: str | os.PathLike, require_label: bool = True) -> list[dict]:
+def _other_folders(root: Path) -> list[str]:
+    """Sub-folders of ``root`` not named like BraTS cases (hidden ones aside)."""
+    return sorted(
+        p.name
+        for p in root.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and not CASE_ID_PATTERN.match(p.name)
+    )
+
+
+def find_brats_cases(
+    dataset_dir: str | os.PathLike, require_label: bool = True, warn_other_folders: bool = True
+) -> list[dict]:
     """List the BraTS case folders of ``dataset_dir`` (sorted by case id).
 
     File paths are built from the naming convention, not checked here (see :func:`check_brats_case`),
-    so a case with a missing file is still listed and reported by name later.
+    so a case with a missing file is still listed and reported by name later. Sub-folders not named
+    like a case are named in a warning.
 
     Args:
         dataset_dir: folder holding ``BraTS-XXX-xxxxx-xxx`` case folders.
         require_label: add the ``label`` entry (``-seg.nii.gz``) to each case. Defaults to True.
+        warn_other_folders: name the sub-folders not named like a case in a warning. Defaults to True.
 
     Returns:
         list of ``{"case_id": str, "image": [t1n, t1c, t2w, t2f paths], "label": path}``, paths absolute.
@@ -92,6 +105,9 @@ def find_brats_cases(dataset_dir: str | os.PathLike, require_label: bool = True)
         raise FileNotFoundError(
             f"no BraTS case folder (named like 'BraTS-GLI-00000-000') found in dataset_dir {str(root)!r}."
         )
+    others = _other_folders(root) if warn_other_folders else []
+    if others:
+        _logger.warning("%s: %d folder(s) not named like a BraTS case are left out: %s", root, len(others), others)
     return cases
 
 
@@ -196,7 +212,13 @@ def check_brats_case(
 
 
 def check_inference_case(case: Mapping[str, Any]) -> None:
-    """The check of an inference input: :func:`check_brats_case` of all its voxels, no label needed."""
+    """The check of an inference input: :func:`check_brats_case` of all its voxels, no label needed.
+
+    Raises:
+        ValueError: the case's problem (e.g. a folder not named like a case), or what the check finds.
+    """
+    if case.get("problem"):
+        raise ValueError(str(case["problem"]))
     check_brats_case(case, require_label=False, read_data=True)
 
 
@@ -261,10 +283,17 @@ def _case_of_path(path: str) -> dict:
 
 
 def _cases_of_folder(folder: Path) -> list[dict]:
-    """The case itself when ``folder`` is one case folder, else its case folders."""
+    """The case itself when ``folder`` is one case folder, else its case folders, and an input with a
+    ``problem`` for every sub-folder not named like a case (so that it is reported, not skipped)."""
     if CASE_ID_PATTERN.match(folder.name) and any(folder.glob(f"{folder.name}-*.nii.gz")):
         return [_case_of_folder(folder.resolve(), require_label=False)]
-    return find_brats_cases(folder, require_label=False)
+    root = folder.resolve()
+    misnamed = [
+        {"case_id": name, "image": [], "problem": f"folder {str(root / name)!r} is not named like a BraTS case "
+         "('BraTS-GLI-00000-000', files '<case>-t1n.nii.gz', ...); rename it to segment it."}
+        for name in _other_folders(root)
+    ]  # fmt: skip
+    return find_brats_cases(root, require_label=False, warn_other_folders=False) + misnamed
 
 
 def case_inputs(dataset_dir: str | os.PathLike | Sequence[str], split: str | None = "test") -> list[dict]:

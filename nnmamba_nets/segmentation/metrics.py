@@ -8,14 +8,13 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from monai.handlers import from_engine
-from monai.metrics import HausdorffDistanceMetric
+from monai.metrics import HausdorffDistanceMetric, compute_hausdorff_distance
 from monai.metrics.utils import ignore_background
 
 __all__ = ["BratsHausdorffDistanceMetric", "region_output_transform"]
@@ -26,7 +25,8 @@ class BratsHausdorffDistanceMetric(HausdorffDistanceMetric):
 
     Per case and channel: 0 when prediction and reference are both empty; the diagonal of the image
     grid when only one of them is empty (BraTS uses 373.13 mm, the diagonal of its 240x240x155 grid);
-    otherwise MONAI's :class:`~monai.metrics.HausdorffDistanceMetric`.
+    otherwise MONAI's :func:`~monai.metrics.compute_hausdorff_distance` (called only for pairs of non-empty
+    masks, so MONAI never warns about an empty one).
 
     Args:
         include_background: whether to score the first channel. Defaults to True (the BraTS regions
@@ -59,16 +59,24 @@ class BratsHausdorffDistanceMetric(HausdorffDistanceMetric):
         Returns:
             (B, C) distances.
         """
-        with warnings.catch_warnings():  # MONAI warns about empty masks, which are handled below
-            warnings.filterwarnings("ignore", message=".* is all 0, this may result in nan/inf distance")
-            distances = super()._compute_tensor(y_pred, y, **kwargs)
         if not self.include_background:
             y_pred, y = ignore_background(y_pred=y_pred, y=y)
-        pred_empty = y_pred.flatten(2).sum(-1) == 0
+        pred_empty = y_pred.flatten(2).sum(-1) == 0  # (b, c)
         reference_empty = y.flatten(2).sum(-1) == 0
         diagonal = float(np.linalg.norm(np.asarray(y.shape[2:], dtype=np.float64)))
-        distances = torch.where(pred_empty & reference_empty, torch.zeros_like(distances), distances)
-        return torch.where(pred_empty ^ reference_empty, torch.full_like(distances, diagonal), distances)
+        distances = torch.where(pred_empty & reference_empty, 0.0, diagonal).double()  # the BraTS rule
+        # MONAI's distance only where both masks have voxels: it would warn about (and return NaN for) the rest
+        for b, c in (~pred_empty & ~reference_empty).nonzero().tolist():
+            distances[b, c] = compute_hausdorff_distance(
+                y_pred[b : b + 1, c : c + 1],
+                y[b : b + 1, c : c + 1],
+                include_background=True,
+                distance_metric=self.distance_metric,
+                percentile=self.percentile,
+                directed=self.directed,
+                **kwargs,
+            )[0, 0]
+        return distances
 
 
 def region_output_transform(channel: int, keys: Sequence[str] = ("pred", "label")) -> Callable[[Any], tuple]:

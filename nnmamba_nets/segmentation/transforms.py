@@ -112,7 +112,8 @@ class SaveLikeReferenced(MapTransform):
 
     The data must already be on the reference file's voxel grid (invert any cropping/padding first, e.g.
     with ``Invertd``). Only the data type and scaling of the header change (to ``output_dtype``, no
-    scaling); sform/qform codes, voxel sizes, units and description are kept.
+    scaling); sform/qform codes, voxel sizes, units and description are kept. The file is written whole
+    under a temporary name, then renamed.
 
     Args:
         keys: key of the label map to save.
@@ -180,5 +181,8 @@ class SaveLikeReferenced(MapTransform):
             image.header.set_slope_inter(1.0, 0.0)
             image.header["cal_min"], image.header["cal_max"] = 0, 0
             os.makedirs(self.output_dir, exist_ok=True)
-            nib.save(image, os.path.join(self.output_dir, self._output_name(d, reference_file)))
+            target = os.path.join(self.output_dir, self._output_name(d, reference_file))
+            partial = os.path.join(self.output_dir, f".tmp-{os.getpid()}-{os.path.basename(target)}")
+            nib.save(image, partial)  # written whole, then renamed: never a half-written label map
+            os.replace(partial, target)
         return d

@@ -33,6 +33,7 @@ from monai.bundle import ConfigParser
 
 from nnmamba_nets.demo import adni, brats, fetal
 from nnmamba_nets.landmarks.io import read_landmarks
+from nnmamba_nets.landmarks.protocol import PROTOCOL_FILE
 from tests.utils import BUNDLES_DIR, REPO_ROOT, cli_overrides, run_bundle
 
 pytestmark = pytest.mark.slow
@@ -172,6 +173,8 @@ def bundles_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("bundles")
     for name in BUNDLES:
         shutil.copytree(BUNDLES_DIR / name, root / name, ignore=shutil.ignore_patterns("*.pt", "eval", "__pycache__"))
+        if name == LANDMARKS:  # what training records beside the weights: the demo's landmark names, descriptions
+            fetal.PROTOCOL.save(root / name / "models" / PROTOCOL_FILE)
         _save_fresh_weights(
             root / name, BUNDLE_OVERRIDES[name], SEGMENTATION_CONSTANT_HEAD if name == SEGMENTATION else None
         )
@@ -383,6 +386,7 @@ def test_landmarks_return_named_world_points_inside_the_image(server: Server, tm
     assert status == 200, f"{status}: {body[:500]!r}\n{server.log_tail()}"
     result = json.loads(body)
     assert [p["name"] for p in result["landmarks"]] == names
+    assert [p["description"] for p in result["landmarks"]] == list(fetal.LANDMARK_DESCRIPTIONS)
     ras = np.array([p["position_ras"] for p in result["landmarks"]])
     confidence = np.array([p["confidence"] for p in result["landmarks"]])
     np.testing.assert_allclose(ras, expected_ras, atol=1e-3)  # what the bundle itself writes
@@ -394,6 +398,7 @@ def test_landmarks_return_named_world_points_inside_the_image(server: Server, tm
     markup = result["markups"]["markups"][0]
     assert markup["coordinateSystem"] == "LPS"  # as 3D Slicer writes .mrk.json files
     assert [p["label"] for p in markup["controlPoints"]] == names
+    assert [p["description"] for p in markup["controlPoints"]] == list(fetal.LANDMARK_DESCRIPTIONS)
     np.testing.assert_allclose(np.array([p["position"] for p in markup["controlPoints"]]) * [-1, -1, 1], ras, atol=1e-6)
 
     status, body, _ = server.infer(LANDMARKS, image="lmk_000", output="image")

@@ -6,6 +6,7 @@ Everything runs on a tiny synthetic dataset generated into tmp_path; nothing dep
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import os
 import shutil
@@ -171,6 +172,19 @@ def test_train_resume_evaluate_and_infer_through_the_cli(tmp_path):
     rejected = json.loads((output_dir / "rejected_cases.json").read_text())
     assert sorted(os.path.basename(name) for name in rejected) == ["broken.nii.gz", "notes.nii"]
     assert all("cannot read the image" in reason for reason in rejected.values())
+
+    # a rerun into the same folder leaves only its own outputs; a concurrent run is refused
+    rerun = cli_overrides({**NETWORK, "bundle_root": str(tmp_path), "dataset_dir": [good[0]]})
+    run_bundle(*infer, *rerun, cwd=BUNDLE, env=env, timeout=900)
+    assert [os.path.basename(row["image"]) for row in read_csv(output_dir / "predictions.csv")] == [
+        os.path.basename(good[0])
+    ]
+    assert json.loads((output_dir / "rejected_cases.json").read_text()) == {}
+    with open(output_dir / ".nnmamba-inference.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another run holds the folder
+        refused = run_bundle(*infer, *rerun, cwd=BUNDLE, env=env, timeout=900, check=False)
+    assert refused.returncode != 0 and "another inference run is writing into" in refused.stdout + refused.stderr
+    assert len(read_csv(output_dir / "predictions.csv")) == 1  # untouched
 
 
 @pytest.mark.slow

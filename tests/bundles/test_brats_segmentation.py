@@ -101,7 +101,9 @@ def test_train_resume_evaluate_and_infer_on_demo_data(tmp_path, monkeypatch):
     run_bundle(
         "run", "--config_file", str(CONFIGS / "inference.yaml"), *common, "--output_dir", str(output_dir), env=env
     )
-    assert sorted(os.listdir(output_dir)) == [f"{case_id}.nii.gz" for case_id in test_ids] + ["rejected_cases.json"]
+    assert sorted(name for name in os.listdir(output_dir) if not name.startswith(".")) == [
+        f"{case_id}.nii.gz" for case_id in test_ids
+    ] + ["rejected_cases.json"]
     assert json.loads((output_dir / "rejected_cases.json").read_text()) == {}
     for case_id in test_ids:
         reference = os.path.join(demo_dir, case_id, f"{case_id}-t1n.nii.gz")
@@ -152,7 +154,9 @@ def test_inference_writes_good_cases_and_names_bad_ones(dataset_with_bad_cases, 
     for case_id, reason in expected.items():
         assert rejected[case_id].startswith(f"case {case_id}:") and reason in rejected[case_id]
     good = [f"BraTS-GLI-{i:05d}-000" for i in range(4)]
-    assert sorted(os.listdir(output_dir)) == sorted([f"{c}.nii.gz" for c in good] + ["rejected_cases.json"])
+    assert sorted(name for name in os.listdir(output_dir) if not name.startswith(".")) == sorted(
+        [f"{c}.nii.gz" for c in good] + ["rejected_cases.json"]
+    )
     for case_id in good:  # sizes around 30 voxels: padded to 32 for the network and cropped back
         assert_same_grid_and_header(
             str(output_dir / f"{case_id}.nii.gz"), os.path.join(root, case_id, f"{case_id}-t1n.nii.gz")

@@ -143,7 +143,7 @@ def checkpoint_loader_disabled(parser: ConfigParser) -> bool:
     "resume, disabled", [("false", True), ("False", True), (False, True), ("true", False), (True, False)]
 )
 def test_resume_flag_from_the_cli(bundle, resume, disabled, tmp_path):
-    (tmp_path / "checkpoint_epoch=3.pt").touch()
+    torch.save({"trainer": {"epoch": 3}}, tmp_path / "checkpoint_epoch=3.pt")  # a checkpoint that loads
     parser = parser_of(configs(bundle) / "train.yaml", resume=resume, ckpt_dir=str(tmp_path))
     assert checkpoint_loader_disabled(parser) is disabled
     expected = None if disabled else str(tmp_path / "checkpoint_epoch=3.pt")
@@ -171,3 +171,13 @@ def test_save_heatmaps_flag_of_the_landmark_inference():
         index = next(i for i, h in enumerate(parser["handlers"]) if "heatmap_key" in h)
         assert parser.get_parsed_content(f"handlers#{index}#heatmap_key") == heatmap_key
         assert parser.get_parsed_content("postprocessing#heatmap_suffix") == suffix
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_parsed_metadata_requires_what_the_bundle_needs_and_keeps_the_gpu_extra_optional(bundle):
+    parser = ConfigParser()
+    parser.read_meta(str(configs(bundle) / "metadata.json"))  # MONAI maps the deprecated optional onto required
+    required = parser.get_parsed_content("_meta_#required_packages_version")
+    assert {"nnmamba_nets", "nibabel", "pytorch-ignite", "numba", "scipy"} <= set(required)
+    assert not {"mamba-ssm", "causal-conv1d"} & set(required)
+    assert set(parser.get_parsed_content("_meta_#gpu_packages_version")) == {"mamba-ssm", "causal-conv1d"}

@@ -9,10 +9,18 @@ import pytest
 from scipy import ndimage
 
 from nnmamba_nets.common.datalists import SPLITS, read_datalist
-from nnmamba_nets.demo.fetal import LANDMARK_NAMES, demo_datalist, synthesize_case, write_demo_set
+from nnmamba_nets.demo.fetal import (
+    LANDMARK_DESCRIPTIONS,
+    LANDMARK_NAMES,
+    PROTOCOL,
+    demo_datalist,
+    synthesize_case,
+    write_demo_set,
+)
 from nnmamba_nets.landmarks.coordinates import world_to_voxel
 from nnmamba_nets.landmarks.datalist import PATH_KEYS, check_case
 from nnmamba_nets.landmarks.io import read_landmarks
+from nnmamba_nets.landmarks.protocol import LandmarkProtocol
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -40,14 +48,16 @@ def test_synthetic_case_geometry_and_landmarks_on_edges(seed):
 def test_demo_set_layout_and_datalist(tmp_path):
     datalist_file = write_demo_set(tmp_path / "set", num_training=2, num_validation=1, num_test=1, seed=5)
     datalist = read_datalist(datalist_file, path_keys=PATH_KEYS)
-    assert [len(datalist[split]) for split in SPLITS] == [2, 1, 1] and datalist["landmark_names"] == list(
-        LANDMARK_NAMES
-    )
+    assert [len(datalist[split]) for split in SPLITS] == [2, 1, 1]
+    assert datalist["landmark_names"] == list(LANDMARK_NAMES)
+    assert datalist["landmark_descriptions"] == list(LANDMARK_DESCRIPTIONS)
+    assert LandmarkProtocol.from_datalist(datalist) == PROTOCOL
     assert sorted(p.name for p in (tmp_path / "set").iterdir()) == ["datalist.json", "images", "landmarks"]
     for item in datalist["test"]:
         check_case(item["image"], item["landmarks"], LANDMARK_NAMES)
         assert json.loads(open(item["landmarks"]).read())["markups"][0]["coordinateSystem"] == "LPS"
-        assert read_landmarks(item["landmarks"]).names == list(LANDMARK_NAMES)
+        landmarks = read_landmarks(item["landmarks"])
+        assert landmarks.names == list(LANDMARK_NAMES) and landmarks.descriptions == list(LANDMARK_DESCRIPTIONS)
 
 
 def test_demo_datalist_is_generated_once(tmp_path, monkeypatch):

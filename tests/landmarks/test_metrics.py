@@ -45,6 +45,11 @@ def test_summary_table():
     overall = rows[-1]
     assert overall["n"] == 6 and math.isclose(overall["mre_mm"], 3.0) and overall["max_mm"] == 5.0
     assert math.isclose(overall["sdr_2mm"], 2 / 6) and math.isclose(rows[0]["sdr_2.5mm"], 0.5)
+    described = summarize_radial_errors(radial_errors(PREDICTED, TARGET), NAMES, descriptions=["AC", "PC", "PMJ"])
+    assert [row["description"] for row in described] == ["AC", "PC", "PMJ", ""]
+    assert [row["median_mm"] for row in described] == [2.0, 3.0, 4.0, 3.0]  # of two values: their mean
+    with pytest.raises(ValueError, match="got 1 descriptions for 3 landmark names"):
+        summarize_radial_errors(radial_errors(PREDICTED, TARGET), NAMES, descriptions=["AC"])
 
 
 def test_ignite_handlers_on_an_engine():

@@ -165,7 +165,7 @@ def test_release_zip_holds_the_bundle_and_plain_weights_with_their_hash(release)
     asset = release.parent / f"{BUNDLE}_v0.1.0_models_model.pt"
     assert entry["path"] == "models/model.pt" and entry["hash_type"] == "sha256" and entry["url"] == asset.as_uri()
     assert asset.read_bytes() == weights_bytes
-    assert entry["hash_val"] == provenance["weights_sha256"]
+    assert entry["hash_val"] == provenance["weights_sha256"]["models/model.pt"]
     assert provenance["trained_with"].startswith("python -m monai.bundle run training --config_file configs/train.yaml")
     assert provenance["train_overrides"] == QUICK_TRAINING
 

@@ -68,7 +68,7 @@ def test_case_inputs_from_folders_files_lists_and_datalists(synthetic_dir, tmp_p
     test_ids = [c["case_id"] for c in read_datalist(tmp_path / "list.json")["test"]]
     assert [c["case_id"] for c in brats.case_inputs(str(tmp_path / "list.json"), "test")] == test_ids
     assert len(brats.case_inputs(str(tmp_path / "list.json"), "")) == 6
-    with pytest.raises(ValueError, match="does not exist"):
+    with pytest.raises(ValueError, match="dataset_dir .* does not exist"):
         brats.case_inputs(str(tmp_path / "missing"))
 
 
@@ -146,3 +146,11 @@ def test_grid_mismatch_is_reported(synthetic_dir, tmp_path):
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.uint8), reference.affine), case["label"])
     with pytest.raises(ValueError, match="different voxel grids"):
         brats.check_brats_case(case)
+
+
+def test_a_folder_not_named_like_a_case_is_reported_not_skipped(synthetic_dir, tmp_path):
+    root = copy_dataset(synthetic_dir, tmp_path / "data")
+    os.rename(os.path.join(root, "BraTS-GLI-00005-000"), os.path.join(root, "patient_5"))
+    accepted, rejected = partition_inputs(brats.case_inputs(root), brats.check_inference_case, "case_id")
+    assert len(accepted) == 5 and list(rejected) == ["patient_5"]
+    assert "not named like a BraTS case" in rejected["patient_5"]

@@ -6,9 +6,9 @@ All three read the bundle's ``configs/inference.yaml`` (network, preprocessing, 
 * :class:`SegmentationInferTask`: a label volume with BraTS labels (1 NCR, 2 ED, 3 ET) on the grid of
   the input image.
 * :class:`ClassificationInferTask`: class names with probabilities, as JSON (no image).
-* :class:`LandmarkInferTask`: landmark names with RAS world coordinates and confidences as JSON (plus a
-  3D Slicer markups document when the request asks for ``"markups": true``) and a label volume that
-  marks each landmark with a small ball (label k + 1 for landmark k).
+* :class:`LandmarkInferTask`: landmark names and descriptions with RAS world coordinates and confidences as
+  JSON (plus a 3D Slicer markups document when the request asks for ``"markups": true``) and a label volume
+  that marks each landmark with a small ball (label k + 1 for landmark k).
 
 An input that cannot be read, or that does not have the channels the network expects, raises
 :class:`InputImageError`, which the app answers with HTTP 400.
@@ -20,6 +20,7 @@ import functools
 import json
 import logging
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -32,6 +33,7 @@ from monailabel.tasks.infer.bundle import BundleInferTask
 
 from nnmamba_nets.classification.transforms import class_probabilities
 from nnmamba_nets.landmarks.io import Landmarks, write_markups_json
+from nnmamba_nets.landmarks.protocol import LandmarkProtocol, MissingProtocolError
 from nnmamba_nets.landmarks.transforms import DecodeLandmarksd
 from nnmamba_nets.segmentation.datalist import LABEL_ED, LABEL_ET, LABEL_NCR
 from nnmamba_nets.segmentation.transforms import SaveLikeReferenced
@@ -217,10 +219,20 @@ def mark_landmarks(
     return marks
 
 
-class LandmarkInferTask(NNMambaInferTask):
-    """Landmark detection: names, RAS world coordinates and confidences, and a label volume marking them.
+def _cause(error: BaseException | None, kind: type[BaseException]) -> BaseException | None:
+    """The first exception of type ``kind`` in the chain of ``error`` (MONAI wraps errors of config expressions)."""
+    while error is not None and not isinstance(error, kind):
+        error = error.__cause__ or error.__context__
+    return error
 
-    The landmark names are the bundle config's ``landmark_names``. The bundle's postprocessing decodes the
+
+class LandmarkInferTask(NNMambaInferTask):
+    """Landmark detection: names, descriptions, RAS world coordinates and confidences, and a label volume.
+
+    The landmarks (names in channel order, descriptions) are the bundle config's ``landmark_protocol``: what
+    training recorded beside ``models/model.pt`` (or the ``landmark_names`` / ``landmark_descriptions``
+    overrides); a bundle with weights but no such record is not served, with a log line saying what to pass.
+    The bundle's postprocessing decodes the
     heatmaps (:class:`~nnmamba_nets.landmarks.transforms.DecodeLandmarksd`, i.e.
     :func:`~nnmamba_nets.landmarks.decode.decode_heatmaps` with the affine of the preprocessed image), so the
     coordinates are in the world space of the input file whatever the preprocessing resampled. The label
@@ -228,10 +240,20 @@ class LandmarkInferTask(NNMambaInferTask):
     """
 
     def __init__(self, path: str, conf: dict[str, str], overrides: dict[str, Any] | None = None) -> None:
-        # "segmentation": 3D Slicer lists the model under Auto Segmentation and shows the marks as segments.
-        super().__init__(path, conf, overrides, task_type=InferType.SEGMENTATION)
+        try:  # "segmentation": 3D Slicer lists the model under Auto Segmentation and shows the marks as segments
+            super().__init__(path, conf, overrides, task_type=InferType.SEGMENTATION)
+        except Exception as error:  # MONAI's config parser wraps the error of the expression that raised it
+            missing = _cause(error, MissingProtocolError)
+            if missing is None:
+                raise
+            logger.warning(f"not serving {os.path.basename(path)}: {missing}")
+            self.valid = False
+            if path in sys.path:  # BundleInferTask adds the bundle folder while it reads the bundle
+                sys.path.remove(path)
+            return
         if self.valid:
-            self.landmark_names = [str(n) for n in self.bundle_config.get_parsed_content("landmark_names")]
+            self.protocol: LandmarkProtocol = self.bundle_config.get_parsed_content("landmark_protocol")
+            self.landmark_names = list(self.protocol.names)
             self.labels = {name: index + 1 for index, name in enumerate(self.landmark_names)}
 
     def post_transforms(self, data: dict[str, Any] | None = None) -> Sequence[Callable]:
@@ -257,8 +279,8 @@ class LandmarkInferTask(NNMambaInferTask):
         data[f"{key}_meta_dict"] = {"affine": original_affine}  # MONAI Label's writer takes the affine from here
         result = {
             "landmarks": [
-                {"name": name, "position_ras": [float(v) for v in point], "confidence": float(c)}
-                for name, point, c in zip(self.landmark_names, world, confidence)
+                {"name": name, "description": text, "position_ras": [float(v) for v in point], "confidence": float(c)}
+                for name, text, point, c in zip(self.landmark_names, self.protocol.descriptions, world, confidence)
             ],
             "coordinate_system": "RAS",
             "units": "mm",
@@ -272,7 +294,7 @@ class LandmarkInferTask(NNMambaInferTask):
         """3D Slicer markups JSON document (LPS, as Slicer writes files) of the detected landmarks."""
         with tempfile.TemporaryDirectory() as folder:
             path = os.path.join(folder, "landmarks.mrk.json")
-            landmarks = Landmarks(list(self.landmark_names), world, confidence)
+            landmarks = Landmarks(self.landmark_names, world, confidence, self.protocol.descriptions)
             write_markups_json(path, landmarks, markup_name=os.path.basename(self.bundle_path))
             with open(path) as stream:
                 return json.load(stream)
