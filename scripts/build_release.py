@@ -27,6 +27,7 @@ and any ``--train-override ID=VALUE`` (recorded in ``models/provenance.json``). 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import os
@@ -268,6 +269,44 @@ def _train_demo_weights(bundle_dir: Path, overrides: Mapping[str, str], work_dir
     return weights, ["python", "-m", "monai.bundle", *args]
 
 
+def _measure(bundle_copy: Path, overrides: Mapping[str, str]) -> dict[str, dict[str, float]]:
+    """The metrics of the weights in ``bundle_copy/models`` on its validation and test splits, by the bundle's own
+    ``evaluate.yaml`` (``python -m monai.bundle run``) with the training's ``overrides`` (same data)."""
+    measured = {}
+    for split in ("validation", "test"):
+        args = ["run", "--config_file", "['configs/train.yaml','configs/evaluate.yaml']", "--meta_file", META_FILE,
+                "--logging_file", "configs/logging.conf", "--eval_split", split]  # fmt: skip
+        for key, value in overrides.items():
+            args += [f"--{key}", value]
+        run_bundle_cli(args, cwd=bundle_copy)
+        with open(bundle_copy / "eval" / split / "metrics.csv", newline="", encoding="utf-8") as stream:
+            measured[split] = {name: float(value) for name, value in csv.reader(stream)}
+    return measured
+
+
+def _data_description(bundle: str, overrides: Mapping[str, str]) -> str:
+    """What the released metrics were measured on, from the training overrides."""
+    if any(key in overrides for key in ("dataset_dir", "datalist")):
+        source = overrides.get("datalist") or overrides.get("dataset_dir")
+        return f"the data the weights were trained on ({source}): the validation split selected them, test was held out"
+    demo = {key: value for key, value in overrides.items() if key.startswith("demo#")}
+    return (
+        f"SYNTHETIC demo data of the bundle (nnmamba_nets.demo, {bundle}'s demo block"
+        + (f", overridden: {demo}" if demo else ", defaults")
+        + "); these figures show that the pipeline works, nothing about real images"
+    )
+
+
+def _json_configs(staging: Path) -> list[PurePosixPath]:
+    """Write a JSON copy of every YAML config (MONAI's ``monai.bundle.load`` reads ``configs/<workflow>.json``)."""
+    written = []
+    for config in sorted((staging / "configs").glob("*.yaml")):
+        target = config.with_suffix(".json")
+        target.write_text(json.dumps(yaml.safe_load(config.read_text(encoding="utf-8")), indent=2) + "\n")
+        written.append(PurePosixPath(target.relative_to(staging).as_posix()))
+    return written
+
+
 def _network(
     bundle_dir: Path, config: str = "inference.yaml", overrides: Mapping[str, str] | None = None
 ) -> torch.nn.Module:
@@ -461,13 +500,16 @@ def build_release(
             "weights": WEIGHTS_PATH,
             "weights_sha256": {WEIGHTS_PATH: weights_sha256},  # every weights file: --verify compares them
             "records": [f"models/{record.name}" for record in records],
+            "metrics": {"data": _data_description(bundle, overrides), **_measure(weights.parent.parent, overrides)}
+            if train_demo
+            else "not measured by the release build (it did not train these weights)",
             "trained_with": shlex.join(command) if command else "the bundle's models/model.pt (not trained here)",
             "train_overrides": overrides,
             "versions": {"nnmamba_nets": __version__, "monai": package_version("monai"), "torch": torch.__version__},
         }
         (staging / PROVENANCE_PATH).write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
         files = sorted(
-            [*files, PurePosixPath(WEIGHTS_PATH), PurePosixPath(PROVENANCE_PATH)]
+            [*files, PurePosixPath(WEIGHTS_PATH), PurePosixPath(PROVENANCE_PATH), *_json_configs(staging)]
             + [PurePosixPath("models") / record.name for record in records]
         )
         entries = {entry["path"]: entry for entry in _source_large_file_entries(bundle_dir, staging)}
