@@ -42,3 +42,9 @@ for split in ("validation", "test"):
 labels = sorted(n for n in os.listdir(os.path.join(folder, "inference")) if n.endswith(".nii.gz"))
 print(f"[demo] {len(labels)} label maps (BraTS labels 1 NCR, 2 ED, 3 ET) in {os.path.join(folder, 'inference')}")
 PY
+# pictures from the run's own outputs, beside them (python -m nnmamba_nets pictures; see the bundle's README)
+echo "[demo] pictures (synthetic demo data):"
+"$python" -m nnmamba_nets pictures curves "$run_dir/eval/train" --title "nnMamba BraTS segmentation, synthetic demo data"
+"$python" -m nnmamba_nets pictures segmentation "$run_dir/eval/inference" --split test \
+    --datalist "$("$python" -c 'import nnmamba_nets.demo.brats as demo; print(demo.demo_datalist())')" \
+    --title "nnMamba BraTS segmentation, synthetic demo data (test split)"

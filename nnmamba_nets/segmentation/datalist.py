@@ -17,6 +17,9 @@ real data go through the same code.
 Command line::
 
     python -m nnmamba_nets.segmentation.datalist prepare /data/BraTS2023 --output_file /data/brats_datalist.json
+    # one 4-channel NIfTI per case (T1n, T1c, T2w, T2-FLAIR, channels last) plus labels/final/: a MONAI Label studies
+    # folder (nnmamba_nets.segmentation.io.stack_modalities)
+    python -m nnmamba_nets.segmentation.datalist stack /data/BraTS2023 --output_dir /data/studies
 """
 
 from __future__ import annotations
@@ -318,7 +321,14 @@ def _prepare_command(
     return f"wrote {prepare_datalist(dataset_dir, output_file, val_fraction, test_fraction, seed)}"
 
 
+def _stack_command(dataset_dir: str, output_dir: str) -> str:
+    """Command-line ``stack``: write the 4-channel files and say how many and where."""
+    from nnmamba_nets.segmentation.io import stack_modalities  # io builds on this module
+
+    return f"wrote {len(stack_modalities(dataset_dir, output_dir))} 4-channel file(s) to {output_dir}"
+
+
 if __name__ == "__main__":
     import fire
 
-    fire.Fire({"prepare": _prepare_command})
+    fire.Fire({"prepare": _prepare_command, "stack": _stack_command})

@@ -22,6 +22,7 @@ from monai.transforms import MapTransform, Transform
 from monai.utils import convert_to_numpy
 
 from nnmamba_nets.segmentation.datalist import LABEL_ED, LABEL_ET, LABEL_NCR
+from nnmamba_nets.segmentation.io import SEG_NRRD_SUFFIX, Segment, write_slicer_segmentation
 
 __all__ = [
     "BRATS_REGIONS",
@@ -108,7 +109,10 @@ class ConvertBratsRegionsToLabelsd(MapTransform):
 
 class SaveLikeReferenced(MapTransform):
     """Write a (1, d, h, w) label map as ``<output_dir>/<name><output_postfix>.nii.gz`` with the affine and
-    header of the reference NIfTI the image was loaded from.
+    header of the reference NIfTI the image was loaded from, and optionally the same labels as a 3D Slicer
+    segmentation ``<name><output_postfix>.seg.nrrd`` with segment names and colours
+    (:func:`~nnmamba_nets.segmentation.io.write_slicer_segmentation`). MONAI's ``SaveImaged`` writes the affine
+    only, not the reference's header, and no Slicer segment fields.
 
     The data must already be on the reference file's voxel grid (invert any cropping/padding first, e.g.
     with ``Invertd``). Only the data type and scaling of the header change (to ``output_dtype``, no
@@ -124,6 +128,8 @@ class SaveLikeReferenced(MapTransform):
             file's name without extension is used. Defaults to ``"case_id"``.
         output_postfix: text appended to the name. Defaults to ``""``.
         output_dtype: on-disk type. Defaults to ``np.uint8``.
+        slicer_segments: the segments of the ``.seg.nrrd`` written beside the NIfTI (e.g.
+            :data:`~nnmamba_nets.segmentation.io.BRATS_SEGMENTS`); None writes none. Defaults to None.
         allow_missing_keys: don't raise for missing keys. Defaults to False.
     """
 
@@ -135,6 +141,7 @@ class SaveLikeReferenced(MapTransform):
         name_key: str = "case_id",
         output_postfix: str = "",
         output_dtype: np.dtype | type = np.uint8,
+        slicer_segments: Sequence[Segment] | None = None,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
@@ -143,6 +150,7 @@ class SaveLikeReferenced(MapTransform):
         self.name_key = name_key
         self.output_postfix = output_postfix
         self.output_dtype = np.dtype(output_dtype)
+        self.slicer_segments = slicer_segments
 
     def _reference_file(self, data: Mapping[Hashable, Any]) -> str:
         reference = data.get(self.reference_key)
@@ -155,12 +163,13 @@ class SaveLikeReferenced(MapTransform):
         return os.fspath(filename)
 
     def _output_name(self, data: Mapping[Hashable, Any], reference_file: str) -> str:
+        """The output file name without extension."""
         name = data.get(self.name_key)
         if not name:
             name = os.path.basename(reference_file)
             for extension in (".nii.gz", ".nii"):
                 name = name.removesuffix(extension)
-        return f"{name}{self.output_postfix}.nii.gz"
+        return f"{name}{self.output_postfix}"
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -182,7 +191,11 @@ class SaveLikeReferenced(MapTransform):
             image.header["cal_min"], image.header["cal_max"] = 0, 0
             os.makedirs(self.output_dir, exist_ok=True)
             target = os.path.join(self.output_dir, self._output_name(d, reference_file))
-            partial = os.path.join(self.output_dir, f".tmp-{os.getpid()}-{os.path.basename(target)}")
+            partial = os.path.join(self.output_dir, f".tmp-{os.getpid()}-{os.path.basename(target)}.nii.gz")
             nib.save(image, partial)  # written whole, then renamed: never a half-written label map
-            os.replace(partial, target)
+            os.replace(partial, f"{target}.nii.gz")
+            if self.slicer_segments is not None:
+                write_slicer_segmentation(
+                    f"{target}{SEG_NRRD_SUFFIX}", labels.astype(np.int64), reference.affine, self.slicer_segments
+                )
         return d

@@ -20,6 +20,7 @@ from nnmamba_nets.common.datalists import read_datalist
 from nnmamba_nets.demo import brats as demo_brats
 from nnmamba_nets.nets import nnMambaSeg
 from nnmamba_nets.segmentation import datalist as brats
+from tests.segmentation.test_io import ras_affine_of, read_nrrd
 from tests.utils import (
     BUNDLES_DIR,
     assert_metadata_verifies,
@@ -102,12 +103,19 @@ def test_train_resume_evaluate_and_infer_on_demo_data(tmp_path, monkeypatch):
         "run", "--config_file", str(CONFIGS / "inference.yaml"), *common, "--output_dir", str(output_dir), env=env
     )
     assert sorted(name for name in os.listdir(output_dir) if not name.startswith(".")) == [
-        f"{case_id}.nii.gz" for case_id in test_ids
+        f"{case_id}{suffix}" for case_id in test_ids for suffix in (".nii.gz", ".seg.nrrd")
     ] + ["rejected_cases.json"]
     assert json.loads((output_dir / "rejected_cases.json").read_text()) == {}
     for case_id in test_ids:
         reference = os.path.join(demo_dir, case_id, f"{case_id}-t1n.nii.gz")
         assert_same_grid_and_header(str(output_dir / f"{case_id}.nii.gz"), reference)
+        # the Slicer segmentation beside it: the same voxels at the same place, named segments
+        fields, key_values, body = read_nrrd(output_dir / f"{case_id}.seg.nrrd")
+        labels = nib.load(output_dir / f"{case_id}.nii.gz")
+        np.testing.assert_allclose(ras_affine_of(fields), labels.affine, atol=1e-5)
+        voxels = np.frombuffer(gzip.decompress(body), np.uint8).reshape(labels.shape, order="F")
+        np.testing.assert_array_equal(voxels, np.asanyarray(labels.dataobj))
+        assert key_values["Segment2_Name"] == "enhancing tumour (ET)"
 
 
 @pytest.fixture
@@ -143,6 +151,8 @@ def test_inference_writes_good_cases_and_names_bad_ones(dataset_with_bad_cases, 
         str(CONFIGS / "inference.yaml"),
         *META,
         *cli_overrides({**TINY, "dataset_dir": root, "ckpt_dir": str(models), "output_dir": str(output_dir)}),
+        "--slicer_segmentation",
+        "false",  # the NIfTI label maps only
         env=ENV,
         check=False,
     )
