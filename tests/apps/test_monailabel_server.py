@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -310,9 +311,9 @@ def test_info_lists_the_three_models(server: Server) -> None:
     assert sorted(info["models"]) == sorted(BUNDLES), info["models"]
     assert info["models"][CLASSIFICATION]["type"] == "classification"
     assert info["models"][SEGMENTATION]["labels"] == {
-        "necrotic tumour core": 1,
-        "peritumoral edema": 2,
-        "enhancing tumour": 3,
+        "necrotic tumour core (NCR)": 1,
+        "peritumoral edema (ED)": 2,
+        "enhancing tumour (ET)": 3,
     }
     assert list(info["trainers"]) == [SEGMENTATION]
 
@@ -401,7 +402,18 @@ def test_landmarks_return_named_world_points_inside_the_image(server: Server, tm
     assert [p["description"] for p in markup["controlPoints"]] == list(fetal.LANDMARK_DESCRIPTIONS)
     np.testing.assert_allclose(np.array([p["position"] for p in markup["controlPoints"]]) * [-1, -1, 1], ras, atol=1e-6)
 
-    status, body, _ = server.infer(LANDMARKS, image="lmk_000", output="image")
+    # the default result file: the markups document, named .mrk.json, which Slicer's module loads as a point list
+    assert server.get_json("/info/")["models"][LANDMARKS]["config"]["markups_file"] is True
+    status, body, headers = server.infer(LANDMARKS, image="lmk_000", output="image")
+    assert status == 200, f"{status}: {body[:500]!r}\n{server.log_tail()}"
+    disposition = {key.lower(): value for key, value in headers.items()}["content-disposition"]
+    assert re.search(r'filename="lmk_000_\w+_landmarks\.mrk\.json"', disposition), disposition
+    (tmp_path / "answer.mrk.json").write_bytes(body)
+    answered = read_landmarks(tmp_path / "answer.mrk.json")
+    assert answered.names == names and answered.coordinate_system == "LPS"
+    np.testing.assert_allclose(answered.points, ras, atol=1e-6)  # read_landmarks gives RAS
+
+    status, body, _ = server.infer(LANDMARKS, params={"markups_file": False}, image="lmk_000", output="image")
     assert status == 200, f"{status}: {body[:500]!r}\n{server.log_tail()}"
     marks = nib.Nifti1Image.from_bytes(_gunzip_if_needed(body))
     assert marks.shape == reference.shape

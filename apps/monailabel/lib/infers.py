@@ -23,6 +23,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,10 +33,11 @@ from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.bundle import BundleInferTask
 
 from nnmamba_nets.classification.transforms import class_probabilities
+from nnmamba_nets.common.flags import as_flag
 from nnmamba_nets.landmarks.io import Landmarks, write_markups_json
 from nnmamba_nets.landmarks.protocol import LandmarkProtocol, MissingProtocolError
 from nnmamba_nets.landmarks.transforms import DecodeLandmarksd
-from nnmamba_nets.segmentation.datalist import LABEL_ED, LABEL_ET, LABEL_NCR
+from nnmamba_nets.segmentation.io import BRATS_SEGMENTS
 from nnmamba_nets.segmentation.transforms import SaveLikeReferenced
 
 from .bundles import BundleOverrides
@@ -50,6 +52,11 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+MARKUPS_FILE_OPTION = "markups_file"
+"""Landmark request option: answer with the markups file (true, the default) or the marks label volume."""
+LANDMARKS_KEY = "nnmamba_landmarks"
+"""Where the landmark task keeps the decoded :class:`~nnmamba_nets.landmarks.io.Landmarks` of a request."""
 
 
 class InputImageError(ValueError):
@@ -152,11 +159,7 @@ class SegmentationInferTask(NNMambaInferTask):
             post_filter=(SaveImaged, SaveLikeReferenced),
         )
         if self.valid:
-            self.labels = {
-                "necrotic tumour core": LABEL_NCR,
-                "peritumoral edema": LABEL_ED,
-                "enhancing tumour": LABEL_ET,
-            }
+            self.labels = {segment.name: segment.label for segment in BRATS_SEGMENTS}  # Slicer's segment names
 
     def post_transforms(self, data: dict[str, Any] | None = None) -> Sequence[Callable]:
         return [*super().post_transforms(data), SqueezeDimd(keys=self.output_label_key, dim=0)]
@@ -255,6 +258,9 @@ class LandmarkInferTask(NNMambaInferTask):
             self.protocol: LandmarkProtocol = self.bundle_config.get_parsed_content("landmark_protocol")
             self.landmark_names = list(self.protocol.names)
             self.labels = {name: index + 1 for index, name in enumerate(self.landmark_names)}
+            # a request option (3D Slicer shows it under the model's options): the result file is the markups
+            # document, which Slicer's MONAI Label module loads as a point list; false: the marks volume
+            self._config.update({MARKUPS_FILE_OPTION: True})
 
     def post_transforms(self, data: dict[str, Any] | None = None) -> Sequence[Callable]:
         post = list(super().post_transforms(data))
@@ -285,16 +291,29 @@ class LandmarkInferTask(NNMambaInferTask):
             "coordinate_system": "RAS",
             "units": "mm",
         }
-        if str(data.get("markups", "false")).lower() == "true":
-            result["markups"] = self._markups(world, confidence)
+        data[LANDMARKS_KEY] = Landmarks(self.landmark_names, world, confidence, self.protocol.descriptions)
+        if as_flag(data.get("markups", False), "markups"):
+            with tempfile.TemporaryDirectory() as folder:
+                path = os.path.join(folder, "landmarks.mrk.json")
+                self._write_markups(data, path)
+                result["markups"] = json.loads(Path(path).read_text(encoding="utf-8"))
         data[self.output_json_key] = result
         return data
 
-    def _markups(self, world: np.ndarray, confidence: np.ndarray) -> dict[str, Any]:
-        """3D Slicer markups JSON document (LPS, as Slicer writes files) of the detected landmarks."""
-        with tempfile.TemporaryDirectory() as folder:
-            path = os.path.join(folder, "landmarks.mrk.json")
-            landmarks = Landmarks(self.landmark_names, world, confidence, self.protocol.descriptions)
-            write_markups_json(path, landmarks, markup_name=os.path.basename(self.bundle_path))
-            with open(path) as stream:
-                return json.load(stream)
+    def _write_markups(self, data: dict[str, Any], path: str) -> None:
+        """Write the request's landmarks to ``path`` as a 3D Slicer markups JSON file (LPS, as Slicer writes)."""
+        write_markups_json(path, data[LANDMARKS_KEY], markup_name=os.path.basename(self.bundle_path))
+
+    def writer(self, data: dict[str, Any], extension: str | None = None, dtype: str | None = None) -> tuple[Any, Any]:
+        """The markups file (option ``markups_file``, default true) or MONAI Label's label-volume writer.
+
+        Returns:
+            (result file, result JSON); MONAI Label sends the file under its name and deletes it afterwards.
+        """
+        if not as_flag(data.get(MARKUPS_FILE_OPTION, True), MARKUPS_FILE_OPTION):
+            return super().writer(data, extension, dtype)
+        image_name = os.path.basename(str(data.get("image_path") or "image")).split(".")[0]
+        handle, path = tempfile.mkstemp(prefix=f"{image_name}_", suffix="_landmarks.mrk.json")  # Slicer: a .json
+        os.close(handle)
+        self._write_markups(data, path)
+        return path, data[self.output_json_key]
