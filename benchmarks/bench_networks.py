@@ -2,12 +2,13 @@
 
 Configurations (same network, same weights, same results):
 
-* ``fast``: ``backend="auto"`` (the numba ``cpu`` scan kernel when numba is installed, else the
-  chunked ``torch`` scan) and the four channel-spatial Siamese views batched into one mixer call.
+* ``fast``: ``backend="auto"``: with numba, the fused ``cpu`` mixer kernels, which compute the four
+  channel-spatial Siamese views together without building them (else the chunked ``torch`` scan
+  with the views batched into one mixer call).
 * ``baseline``: ``backend="ref"`` (the plain sequential scan loop, as ``mamba_ssm``'s
   ``selective_scan_ref``) and four separate mixer calls per MambaLayer, as the reference code.
-* ``separate_views`` (not run by default): the fast scan with four separate mixer calls, to
-  tell the two changes apart.
+* ``separate_views`` (not run by default): ``batch_views=False`` with ``auto``; on the fused cpu path
+  the views are never built, so this equals ``fast`` there.
 
 Passes: ``forward`` (``eval()`` under ``torch.no_grad()``, inference) and ``train`` (``train()``
 forward + backward of a scalar loss). The baseline's backward keeps PyTorch's autograd graph of the

@@ -24,7 +24,8 @@ import time
 DEFAULT_SHAPES = ("1,128,32768,16", "1,256,4096,16")
 
 
-def _scan_inputs(batch: int, dim: int, length: int, d_state: int, requires_grad: bool):
+def scan_inputs(batch: int, dim: int, length: int, d_state: int, requires_grad: bool):
+    """Seeded random scan inputs (CPU float32, A < 0), as keyword arguments of ``selective_scan``."""
     import torch
 
     gen = torch.Generator().manual_seed(0)
@@ -47,7 +48,7 @@ def worker(backend: str, shape: tuple[int, int, int, int], backward: bool, repea
 
     from nnmamba_nets.ssm import selective_scan
 
-    inputs = _scan_inputs(*shape, requires_grad=backward)
+    inputs = scan_inputs(*shape, requires_grad=backward)
     warm = {k: (v[..., :64] if v.dim() == 3 else v).detach().requires_grad_(backward) for k, v in inputs.items()}
     baseline_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     out = selective_scan(**warm, delta_softplus=True, backend=backend)  # compile / warm up

@@ -6,7 +6,7 @@ import platform
 
 import torch
 
-from .ssm.backends import BACKENDS, ENV_VAR, probe_package, resolve_backend
+from .ssm.backends import BACKENDS, ENV_VAR, cpu_has_native_bf16, probe_package, resolve_backend
 
 __all__ = ["environment_report"]
 
@@ -39,6 +39,9 @@ def environment_report() -> str:
     lines.append(
         f"  CUDA           {'available: ' + torch.cuda.get_device_name(0) if cuda else 'not available'}"
         f" (torch built with CUDA {torch.version.cuda})"
+    )
+    lines.append(
+        "  CPU bf16       " + ("native (AVX512-BF16/AMX)" if cpu_has_native_bf16() else "emulated (no AVX512-BF16/AMX)")
     )
     override = os.environ.get(ENV_VAR)
     lines.append(

@@ -22,15 +22,12 @@ __all__ = [
     "DoubleConv",
     "MambaLayer",
     "MambaSeq",
+    "NnUNetMambaLayer",
     "check_input_shape",
     "conv1x1",
     "conv3x3",
     "make_res_layer",
 ]
-
-# The four channel-spatial Siamese (CSS) views of a (b, l, c) token sequence, as the dims to flip:
-# as is, channels reversed, tokens reversed, both reversed (the reference's order of summation).
-_CSS_FLIPS: tuple[tuple[int, ...], ...] = ((), (2,), (1,), (1, 2))
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv3d:
@@ -106,16 +103,14 @@ class AttentionLayer(nn.Module):
         return torch.sigmoid(self.layer2(self.relu(self.layer1(v))))
 
 
-def _flip(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
-    return torch.flip(x, dims=dims) if dims else x
-
-
 class MambaLayer(nn.Module):
     """Mamba-In-Convolution with Channel-Spatial Siamese input (MICCSS).
 
     ``a = relu(norm(nin(x)))``; the tokens of ``a`` (and, with ``views=4``, their flips along
     channels, tokens and both) go through the one shared ``mamba``; the outputs are flipped back,
-    averaged, added to ``a``, and passed through ``relu2(norm2(nin2(.)))``.
+    averaged, added to ``a``, and passed through ``relu2(norm2(nin2(.)))``. The mixing is
+    :meth:`nnmamba_nets.ssm.Mamba.forward_views`: on the ``cpu`` backend its fused kernels compute
+    the four views together without building them.
 
     Args:
         dim: channels of the input (the mixer's ``d_model``).
@@ -124,9 +119,10 @@ class MambaLayer(nn.Module):
         expand: mixer's inner width factor. Defaults to 2.
         views: 4 for the four Siamese views of the segmentation network, 1 for the single-view
             variant of the classification network. Defaults to 4.
-        batch_views: run the four views as one mixer call on a batch of 4b sequences (faster);
-            ``False`` runs four calls as the reference code does (lower peak memory). The results
-            are the same. Defaults to True.
+        batch_views: where the views are built (any backend but the fused ``cpu`` path), run the
+            four views as one mixer call on a batch of 4b sequences (faster); ``False`` runs four
+            calls as the reference code does (lower peak memory). The results are the same.
+            Defaults to True.
         backend: selective-scan backend of the mixer (see :class:`nnmamba_nets.ssm.Mamba`).
             Defaults to ``"auto"``.
 
@@ -159,36 +155,56 @@ class MambaLayer(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.mamba = Mamba(d_model=dim, d_state=d_state, d_conv=d_conv, expand=expand, backend=backend)
 
-    def mix_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Run the shared mixer on the token views and average them.
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(b, dim, d, h, w) -> (b, dim, d, h, w)."""
+        a = self.relu(self.norm(self.nin(x)))
+        b, c = a.shape[:2]
+        tokens = a.reshape(b, c, -1)  # (b, c, l), channel-first
+        siamese = self.views == 4
+        mixed = self.mamba.forward_views(
+            tokens, flip_channels=siamese, flip_tokens=siamese, batch_views=self.batch_views
+        )  # (b, c, l)
+        out = (mixed + tokens).reshape(a.shape)  # (b, c, d, h, w)
+        return self.relu2(self.norm2(self.nin2(out)))
 
-        Args:
-            tokens: (b, l, dim).
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, views={self.views}, batch_views={self.batch_views}"
 
-        Returns:
-            (b, l, dim): the mixer output (one view) or the mean of the four flipped-back views.
-        """
-        if self.views == 1:
-            return self.mamba(tokens)
-        views = [_flip(tokens, dims) for dims in _CSS_FLIPS]
-        if self.batch_views:
-            mixed = self.mamba(torch.cat(views, dim=0)).chunk(len(_CSS_FLIPS), dim=0)  # 4 x (b, l, dim)
-        else:
-            mixed = [self.mamba(view) for view in views]
-        restored = [_flip(out, dims) for out, dims in zip(mixed, _CSS_FLIPS)]
-        return (restored[0] + restored[1] + restored[2] + restored[3]) / len(_CSS_FLIPS)
+
+class NnUNetMambaLayer(nn.Module):
+    """The MambaLayer of the reference nnU-Net v1 network (the authors' BraTS 2023 trainers).
+
+    ``a = relu(norm(nin(x)))``, its tokens through ``mamba`` once (one view: no flips, no averaging),
+    back to (b, dim, d, h, w). Unlike :class:`MambaLayer` there is no ``nin2``/``norm2`` output block and
+    no residual add of ``a``.
+
+    Args:
+        dim: channels of the input (the mixer's ``d_model``).
+        d_state: SSM state size. Defaults to 16.
+        d_conv: mixer's causal convolution width. Defaults to 4.
+        expand: mixer's inner width factor. Defaults to 2.
+        backend: selective-scan backend of the mixer (see :class:`nnmamba_nets.ssm.Mamba`).
+            Defaults to ``"auto"``.
+    """
+
+    def __init__(
+        self, dim: int, d_state: int = 16, d_conv: int = 4, expand: int = 2, backend: str | None = "auto"
+    ) -> None:
+        super().__init__()
+        self.dim = dim
+        self.nin = conv1x1(dim, dim)
+        self.norm = nn.BatchNorm3d(dim)
+        self.relu = nn.ReLU(inplace=True)
+        self.mamba = Mamba(d_model=dim, d_state=d_state, d_conv=d_conv, expand=expand, backend=backend)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(b, dim, d, h, w) -> (b, dim, d, h, w)."""
         a = self.relu(self.norm(self.nin(x)))
         b, c = a.shape[:2]
-        tokens = a.reshape(b, c, -1).transpose(1, 2)  # (b, l, c)
-        out = self.mix_tokens(tokens).transpose(1, 2).reshape(a.shape)  # (b, c, d, h, w)
-        out = out + a
-        return self.relu2(self.norm2(self.nin2(out)))
+        return self.mamba.forward_views(a.reshape(b, c, -1)).reshape(a.shape)  # one view of (b, c, l) tokens
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, views={self.views}, batch_views={self.batch_views}"
+        return f"dim={self.dim}"
 
 
 class MambaSeq(nn.Module):
@@ -212,7 +228,7 @@ class MambaSeq(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(b, dim, l) channel-first tokens -> (b, dim, l)."""
-        return self.mamba(self.relu(x).transpose(1, 2)).transpose(1, 2)
+        return self.mamba.forward_views(self.relu(x))
 
 
 class BasicBlock(nn.Module):

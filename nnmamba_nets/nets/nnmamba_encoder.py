@@ -40,6 +40,11 @@ class nnMambaEncoder(nn.Module):
             ``MambaSeq(2c, d_state=8, d_conv=2)`` and added residually before the MLP. Defaults to False.
         backend: selective-scan backend of the Mamba mixers (see :class:`nnmamba_nets.ssm.Mamba`).
             Defaults to ``"auto"``.
+        mamba: False builds the same network without its Mamba layer (``mamba_layer_stem`` removed:
+            ``c1`` goes straight to ``layer1``), the "no Mamba" ablation. Defaults to True.
+
+    Raises:
+        ValueError: ``mamba_seq`` without ``mamba`` (the sequence head is a Mamba layer too).
 
     Examples::
 
@@ -56,13 +61,18 @@ class nnMambaEncoder(nn.Module):
         blocks: int = 3,
         mamba_seq: bool = False,
         backend: str | None = "auto",
+        mamba: bool = True,
     ) -> None:
         super().__init__()
+        if mamba_seq and not mamba:
+            raise ValueError("mamba_seq=True needs mamba=True: the sequence head is a Mamba layer.")
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.token_width = 2 * channels
         self.in_conv = DoubleConv(in_channels, channels, stride=2)
-        self.mamba_layer_stem = MambaLayer(channels, d_state=8, d_conv=4, expand=2, views=1, backend=backend)
+        self.mamba_layer_stem = (
+            MambaLayer(channels, d_state=8, d_conv=4, expand=2, views=1, backend=backend) if mamba else None
+        )
         self.layer1 = make_res_layer(channels, 2 * channels, blocks, stride=2)
         self.layer2 = make_res_layer(2 * channels, 4 * channels, blocks, stride=2)
         self.layer3 = make_res_layer(4 * channels, 8 * channels, blocks, stride=2)
@@ -93,7 +103,8 @@ class nnMambaEncoder(nn.Module):
         """
         check_input_shape(x, self.in_channels, name=type(self).__name__)
         c1 = self.in_conv(x)
-        c1 = self.mamba_layer_stem(c1) + c1
+        if self.mamba_layer_stem is not None:
+            c1 = self.mamba_layer_stem(c1) + c1
         c2 = self.layer1(c1)
         c3 = self.layer2(c2)
         c4 = self.layer3(c3)

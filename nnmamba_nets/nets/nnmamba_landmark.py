@@ -29,6 +29,8 @@ class nnMambaLandmark(nnMambaSeg):
             Defaults to ``"reference"``.
         backend: selective-scan backend of the Mamba mixers. Defaults to ``"auto"``.
         batch_views: batch the four Siamese views into one mixer call. Defaults to True.
+        variant, deep_supervision, mamba: as for :class:`nnMambaSeg` (the paper's landmark network is the
+            default ``"css"`` variant; ``mamba=False`` is the "no Mamba" ablation).
 
     Examples::
 

@@ -4,6 +4,18 @@ Paper: Gong et al., "nnMamba: 3D Biomedical Image Segmentation, Classification a
 Detection with State Space Model", arXiv 2402.03526 (ISBI 2025). Module names (``in_conv``,
 ``layer1``..``layer3``, ``att1``..``att3``, ``conv5``..``conv8``) are the reference code's, so its
 checkpoints load key for key.
+
+Two variants of the reference code:
+
+* ``variant="css"``: the network of the reference ``nnMamba.py`` (also used by its landmark code): every
+  MambaLayer is MICCSS (:class:`~nnmamba_nets.nets.blocks.MambaLayer`: four channel-spatial Siamese views
+  averaged, ``nin2``/``norm2`` output block, residual add).
+* ``variant="nnunet"``: the network of the reference ``nnunet/network_architecture/nnMamba.py``, built by the
+  authors' nnU-Net v1 trainers (``nnUNetTrainerV2_*_mamba``) for their BraTS 2023 results. Its MambaLayer
+  (:class:`~nnmamba_nets.nets.blocks.NnUNetMambaLayer`) is single-view with no ``nin2``/``norm2`` and no residual
+  add, and it has three deep-supervision heads ``ds1_cls_conv``/``ds2_cls_conv``/``ds3_cls_conv`` (Conv3d kernel
+  1 with bias) on the decoder features at 1/2, 1/4 and 1/8 resolution. Everything else is the same. Its
+  nnU-Net checkpoints (``model_final_checkpoint.model``) load with :func:`~nnmamba_nets.nets.load_pretrained`.
 """
 
 from __future__ import annotations
@@ -11,11 +23,12 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .blocks import AttentionLayer, DoubleConv, MambaLayer, check_input_shape, make_res_layer
+from .blocks import AttentionLayer, DoubleConv, MambaLayer, NnUNetMambaLayer, check_input_shape, make_res_layer
 
-__all__ = ["HEADS", "nnMambaSeg"]
+__all__ = ["HEADS", "VARIANTS", "nnMambaSeg"]
 
 HEADS = ("reference", "logits")
+VARIANTS = ("css", "nnunet")
 # Four stride-2 stages: every spatial size must be a multiple of 2**4.
 SIZE_DIVISOR = 16
 
@@ -50,9 +63,19 @@ class nnMambaSeg(nn.Module):
         batch_views: run the four Siamese views of each MambaLayer as one batched mixer call
             (faster); False runs four calls as the reference does (lower peak memory). Same
             results. Defaults to True.
+        variant: ``"css"`` (the reference ``nnMamba.py``) or ``"nnunet"`` (the reference nnU-Net v1 network,
+            with its deep-supervision heads); see the module docstring. Defaults to ``"css"``.
+        deep_supervision: in training mode, return ``[full resolution, 1/2, 1/4, 1/8]`` outputs (the last three
+            from the heads ``ds1_cls_conv``, ``ds2_cls_conv``, ``ds3_cls_conv`` on the decoder features), for
+            MONAI's ``DeepSupervisionLoss``; in eval mode the full-resolution output alone (as MONAI's
+            ``DynUNet``; nnU-Net v1 switches ``do_ds`` off for inference the same way). The heads are built
+            for ``variant="nnunet"`` always (its checkpoints hold them) and for ``"css"`` when this is True.
+            The attribute can be changed after construction. Defaults to False.
+        mamba: False builds the same network without its Mamba layers (the MICCSS branch of every
+            residual block is removed, everything else unchanged): the "no Mamba" ablation. Defaults to True.
 
     Raises:
-        ValueError: unknown ``head`` or ``channels`` < 16.
+        ValueError: unknown ``head`` or ``variant``, or ``channels`` < 16.
 
     Examples::
 
@@ -70,18 +93,30 @@ class nnMambaSeg(nn.Module):
         head: str = "reference",
         backend: str | None = "auto",
         batch_views: bool = True,
+        variant: str = "css",
+        deep_supervision: bool = False,
+        mamba: bool = True,
     ) -> None:
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {head!r}.")
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}.")
         if channels < 16:
             raise ValueError(f"channels must be >= 16 (the skip gates reduce it 16-fold), got {channels}.")
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.head = head
+        self.variant = variant
+        self.deep_supervision = deep_supervision
+        self.with_mamba = mamba
         widths = (channels, 2 * channels, 4 * channels, 8 * channels)
 
-        def mamba_layer(dim: int) -> MambaLayer:
+        def mamba_layer(dim: int) -> nn.Module | None:
+            if not mamba:
+                return None
+            if variant == "nnunet":
+                return NnUNetMambaLayer(dim, backend=backend)
             return MambaLayer(dim, views=4, batch_views=batch_views, backend=backend)
 
         # Registration order follows the reference so that state_dict keys come in the same order.
@@ -98,6 +133,10 @@ class nnMambaSeg(nn.Module):
         self.conv6 = DoubleConv(widths[2] + widths[1], widths[1])
         self.conv7 = DoubleConv(widths[1] + widths[0], widths[0])
         self.conv8 = DoubleConv(widths[0], out_channels, output_norm_act=head == "reference")
+        if variant == "nnunet" or deep_supervision:  # on c7 (1/2), c6 (1/4), c5 (1/8)
+            self.ds1_cls_conv = nn.Conv3d(widths[0], out_channels, kernel_size=1)
+            self.ds2_cls_conv = nn.Conv3d(widths[1], out_channels, kernel_size=1)
+            self.ds3_cls_conv = nn.Conv3d(widths[2], out_channels, kernel_size=1)
 
     def _gated(self, skip: torch.Tensor, gate: AttentionLayer) -> torch.Tensor:
         """Scale the skip features channel-wise by the SE gate of their global average."""
@@ -108,16 +147,27 @@ class nnMambaSeg(nn.Module):
         """``conv(cat[upsample(deep), gated skip])``: one decoder stage."""
         return conv(torch.cat([self.upsample(deep), self._gated(skip, gate)], dim=1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         """Dense prediction.
 
         Args:
             x: (batch, in_channels, d, h, w), every spatial size divisible by 16.
 
         Returns:
-            (batch, out_channels, d, h, w).
+            (batch, out_channels, d, h, w); with ``deep_supervision`` in training mode the list of that and the
+            (batch, out_channels, d / 2**k, h / 2**k, w / 2**k) outputs of the heads, k = 1, 2, 3.
+
+        Raises:
+            ValueError: a wrong channel count or a spatial size not divisible by 16; ``deep_supervision`` set on
+                a network built without the heads.
         """
         check_input_shape(x, self.in_channels, SIZE_DIVISOR, type(self).__name__)
+        supervise = self.deep_supervision and self.training
+        if supervise and not hasattr(self, "ds1_cls_conv"):
+            raise ValueError(
+                "deep_supervision was switched on for a network built without the deep-supervision heads; "
+                "build it with deep_supervision=True (or variant='nnunet')."
+            )
         c1 = self.in_conv(x)  # (b, c, d/2, h/2, w/2)
         c2 = self.layer1(c1)  # (b, 2c, d/4, ...)
         c3 = self.layer2(c2)  # (b, 4c, d/8, ...)
@@ -125,4 +175,7 @@ class nnMambaSeg(nn.Module):
         c5 = self._fuse(self.conv5, c4, c3, self.att3)  # (b, 4c, d/8, ...)
         c6 = self._fuse(self.conv6, c5, c2, self.att2)  # (b, 2c, d/4, ...)
         c7 = self._fuse(self.conv7, c6, c1, self.att1)  # (b, c, d/2, ...)
-        return self.conv8(self.upsample(c7))  # (b, out_channels, d, h, w)
+        out = self.conv8(self.upsample(c7))  # (b, out_channels, d, h, w)
+        if not supervise:
+            return out
+        return [out, self.ds1_cls_conv(c7), self.ds2_cls_conv(c6), self.ds3_cls_conv(c5)]

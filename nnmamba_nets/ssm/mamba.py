@@ -3,7 +3,9 @@
 Paper: Gu & Dao, "Mamba: Linear-Time Sequence Modeling with Selective State Spaces", 2023.
 The parameter names, shapes, dtypes and initialisation follow ``mamba_ssm`` so that a state_dict
 moves between the two with ``strict=True``; the selective scan runs on any backend of
-:mod:`nnmamba_nets.ssm.backends`.
+:mod:`nnmamba_nets.ssm.backends`. On the ``cpu`` backend the whole mixer between ``in_proj`` and
+``out_proj`` runs as fused numba kernels (:mod:`.cpu_mixer`), and :meth:`Mamba.forward_views` mixes
+several flipped views of a sequence (nnMamba's channel-spatial Siamese input) without building them.
 """
 
 from __future__ import annotations
@@ -17,6 +19,17 @@ import torch.nn.functional as F
 from .backends import BackendChoice, _log_auto_choice, get_scan_fn, probe_package, resolve_backend
 
 __all__ = ["Mamba"]
+
+
+def _view_flips(flip_channels: bool, flip_tokens: bool) -> list[tuple[int, ...]]:
+    """The views of a (b, l, c) token sequence as the dims to flip: as is, then channels reversed, tokens
+    reversed and both reversed where asked (the order of summation of the nnMamba reference)."""
+    candidates = (((), True), ((2,), flip_channels), ((1,), flip_tokens), ((1, 2), flip_channels and flip_tokens))
+    return [dims for dims, wanted in candidates if wanted]
+
+
+def _flip(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    return torch.flip(x, dims=dims) if dims else x
 
 
 class Mamba(nn.Module):
@@ -35,8 +48,10 @@ class Mamba(nn.Module):
         dt_init_floor: floor of the initial time steps. Defaults to 1e-4.
         conv_bias: bias in ``conv1d``. Defaults to True.
         bias: bias in ``in_proj`` and ``out_proj``. Defaults to False.
-        use_fast_path: accepted for ``mamba_ssm`` compatibility; the ``cuda`` backend always uses
-            the fused kernels.
+        use_fast_path: on the ``cpu`` backend, run the fused CPU kernels from ``in_proj``'s output to
+            ``out_proj``'s input (no layout copies); ``False`` runs the same maths step by step
+            (mamba_ssm's layout, the scan on the backend). The ``cuda`` backend always uses the fused
+            kernels. Defaults to True.
         layer_idx: accepted for ``mamba_ssm`` compatibility (inference caches are not supported).
         device: device of the parameters.
         dtype: dtype of the linear and conv parameters (``A_log`` and ``D`` stay fp32).
@@ -135,6 +150,15 @@ class Mamba(nn.Module):
             self._choices[device.type] = choice
         return choice
 
+    def uses_fused_path(self, device: torch.device) -> bool:
+        """Whether tensors on ``device`` run the fused CPU kernels: ``cpu`` backend, ``use_fast_path`` and
+        ``d_conv`` <= 4 (the kernels' taps, as mamba_ssm's causal_conv1d)."""
+        if not (self.use_fast_path and self.backend_for(device).name == "cpu"):
+            return False
+        from .cpu_conv import MAX_TAPS
+
+        return self.d_conv <= MAX_TAPS
+
     def _causal_conv(self, x: torch.Tensor, backend: str) -> torch.Tensor:
         """Depthwise causal conv + SiLU on (b, d_inner, l)."""
         if backend == "cuda" and probe_package("causal_conv1d")[0]:
@@ -142,6 +166,10 @@ class Mamba(nn.Module):
 
             return causal_conv1d_fn(x, self.conv1d.weight.squeeze(1), self.conv1d.bias, activation="silu")
         return self.act(self.conv1d(x)[..., : x.shape[-1]])
+
+    def _check_width(self, x: torch.Tensor, dim: int, layout: str) -> None:
+        if x.dim() != 3 or x.shape[dim] != self.d_model:
+            raise ValueError(f"Mamba expects {layout.format(d_model=self.d_model)}, got {tuple(x.shape)}.")
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """Mix a batch of sequences.
@@ -151,11 +179,104 @@ class Mamba(nn.Module):
 
         Returns:
             (B, L, d_model), same shape.
+
+        Raises:
+            ValueError: not a (B, L, d_model) tensor.
         """
-        if hidden_states.dim() != 3 or hidden_states.shape[-1] != self.d_model:
-            raise ValueError(
-                f"Mamba expects (batch, length, d_model={self.d_model}), got {tuple(hidden_states.shape)}."
+        self._check_width(hidden_states, 2, "(batch, length, d_model={d_model})")
+        if self.uses_fused_path(hidden_states.device):
+            return self._forward_fused(hidden_states, orientations=1, directions=1, channels_first=False)
+        return self._forward_steps(hidden_states)
+
+    def forward_views(
+        self, x: torch.Tensor, flip_channels: bool = False, flip_tokens: bool = False, batch_views: bool = True
+    ) -> torch.Tensor:
+        """Mix channel-first sequences and their flipped views with shared weights, then average.
+
+        The views are the sequence as is and, where asked, with its channels reversed, its tokens
+        reversed, and both (nnMamba's channel-spatial Siamese input with both flags). Each view's output
+        is flipped back before the mean. On the fused CPU path (see :meth:`uses_fused_path`) no view is
+        built: the channel flip becomes flipped in_proj/out_proj weights and the token flip a backward
+        scan; otherwise the views run through :meth:`forward`.
+
+        Args:
+            x: (b, d_model, l) channel-first tokens.
+            flip_channels: add the channel-reversed views.
+            flip_tokens: add the token-reversed views.
+            batch_views: off the fused path, run the views as one call on a batch of (views * b)
+                sequences (faster) instead of one call per view (lower peak memory). Same results.
+
+        Returns:
+            (b, d_model, l).
+
+        Raises:
+            ValueError: not a (b, d_model, l) tensor.
+        """
+        self._check_width(x, 1, "(batch, d_model={d_model}, length)")
+        if self.uses_fused_path(x.device):
+            return self._forward_fused(
+                x.transpose(1, 2),
+                orientations=2 if flip_channels else 1,
+                directions=2 if flip_tokens else 1,
+                channels_first=True,
             )
+        tokens = x.transpose(1, 2)  # (b, l, d_model)
+        flips = _view_flips(flip_channels, flip_tokens)
+        views = [_flip(tokens, dims) for dims in flips]
+        if batch_views and len(views) > 1:
+            mixed = self(torch.cat(views, dim=0)).chunk(len(views), dim=0)  # views x (b, l, d_model)
+        else:
+            mixed = [self(view) for view in views]
+        restored = [_flip(out, dims) for out, dims in zip(mixed, flips)]
+        mean = restored[0] if len(restored) == 1 else sum(restored[1:], restored[0]) / len(restored)
+        return mean.transpose(1, 2)  # (b, d_model, l)
+
+    def _forward_fused(
+        self, tokens: torch.Tensor, orientations: int, directions: int, channels_first: bool
+    ) -> torch.Tensor:
+        """The fused CPU path on (b, l, d_model) tokens (any strides), averaged over the views.
+
+        Orientation 1 is the channel-reversed input: ``flip_c(t) @ W^T = t @ flip_1(W)^T``, so both come
+        from one in_proj call with stacked weights, and reversing its outputs' channels is a row flip of
+        ``out_proj.weight``. Direction 1 is the token-reversed sequence (see :mod:`.cpu_mixer`).
+
+        Returns:
+            (b, d_model, l) if ``channels_first``, else (b, l, d_model).
+        """
+        from .cpu_mixer import mixer_inner_cpu  # imports numba: only where the cpu backend was chosen
+
+        n_batch = tokens.shape[0]
+        w_in, b_in = self.in_proj.weight, self.in_proj.bias  # (2 d_inner, d_model)
+        w_out, b_out = self.out_proj.weight, self.out_proj.bias  # (d_model, d_inner)
+        if orientations == 2:
+            w_in = torch.cat([w_in, w_in.flip(1)])  # (2 * 2 d_inner, d_model)
+            b_in = None if b_in is None else b_in.repeat(2)
+            w_out = torch.cat([w_out, w_out.flip(0)], dim=1)  # (d_model, 2 d_inner)
+            b_out = None if b_out is None else (b_out + b_out.flip(0)) / 2  # half the views flip it
+        if orientations * directions > 1:
+            w_out = w_out / (orientations * directions)  # the mean over the views
+        xz = torch.bmm(tokens, w_in.t().expand(n_batch, -1, -1))  # (b, l, orientations * 2 d_inner)
+        if b_in is not None:
+            xz = xz + b_in
+        y = mixer_inner_cpu(
+            xz,
+            self.conv1d.weight,
+            self.conv1d.bias,
+            self.x_proj.weight,
+            self.dt_proj.weight,
+            self.dt_proj.bias,
+            -torch.exp(self.A_log.float()),
+            self.D.float(),
+            orientations,
+            directions,
+        )  # (b, l, orientations * d_inner)
+        if not channels_first:
+            return F.linear(y, w_out, b_out)  # (b, l, d_model)
+        out = torch.bmm(w_out.expand(n_batch, -1, -1), y.transpose(1, 2))  # (b, d_model, l)
+        return out if b_out is None else out + b_out[:, None]
+
+    def _forward_steps(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """The step-by-step path (mamba_ssm's layout; the scan on this module's backend): (b, l, d_model)."""
         choice = self.backend_for(hidden_states.device)
         xz = self.in_proj(hidden_states).transpose(1, 2)  # (b, 2 * d_inner, l)
         x, z = xz.chunk(2, dim=1)  # (b, d_inner, l) each

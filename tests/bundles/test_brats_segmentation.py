@@ -118,6 +118,26 @@ def test_train_resume_evaluate_and_infer_on_demo_data(tmp_path, monkeypatch):
         assert key_values["Segment2_Name"] == "enhancing tumour (ET)"
 
 
+@pytest.mark.slow
+def test_deep_supervision_trains_and_the_weights_run_in_evaluation_and_inference(tmp_path, monkeypatch):
+    """One epoch with the deep-supervision heads and MONAI's DeepSupervisionLoss; evaluation and inference
+    load those weights strictly (deep_supervision as trained) and use the full-resolution output."""
+    monkeypatch.setenv("NNMAMBA_CACHE", str(tmp_path / "cache"))
+    common = [*META, *cli_overrides({**TINY, "bundle_root": str(tmp_path / "run"), "val_interval": 1})]
+    run_bundle("run", "--config_file", TRAIN, *common, "--max_epochs", "1", "--deep_supervision", "true", env=ENV)
+    weights = torch.load(tmp_path / "run" / "models" / "model.pt", weights_only=True)
+    heads = nnMambaSeg(4, 3, channels=16, head="logits", deep_supervision=True).state_dict()
+    assert set(weights) == set(heads) and any(key.startswith("ds3_cls_conv.") for key in weights)
+    evaluate = merged_configs(CONFIGS, "train.yaml", "evaluate.yaml")
+    run_bundle("run", "--config_file", evaluate, *common, "--deep_supervision", "true", env=ENV)
+    assert "val_mean_dice" in (tmp_path / "run" / "eval" / "test" / "metrics.csv").read_text()
+    output_dir = tmp_path / "labels"
+    inference = ["--config_file", str(CONFIGS / "inference.yaml"), *common, "--output_dir", str(output_dir)]
+    run_bundle("run", *inference, "--deep_supervision", "true", env=ENV)
+    assert json.loads((output_dir / "rejected_cases.json").read_text()) == {}
+    assert len(list(output_dir.glob("*.nii.gz"))) == len(read_datalist(demo_brats.demo_datalist(4, 32))["test"])
+
+
 @pytest.fixture
 def dataset_with_bad_cases(tmp_path) -> tuple[str, dict[str, str]]:
     """Four good cases of odd sizes plus one case each with a wrong channel count, a corrupt file and a

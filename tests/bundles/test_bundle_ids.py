@@ -39,6 +39,7 @@ TRAIN_IDS = {
     "backend": lambda v: v == "auto",
     "channels": lambda v: isinstance(v, int),
     "blocks": lambda v: isinstance(v, int),
+    "mamba": lambda v: v is True,
     "batch_size": lambda v: isinstance(v, int),
     "num_workers": lambda v: isinstance(v, int),
     "cache_rate": lambda v: 0 < v <= 1,
@@ -64,6 +65,7 @@ INFERENCE_IDS = {
     "backend": lambda v: v == "auto",
     "channels": lambda v: isinstance(v, int),
     "blocks": lambda v: isinstance(v, int),
+    "mamba": lambda v: v is True,
     "num_workers": lambda v: isinstance(v, int),
 }
 EVALUATE_IDS = {
@@ -162,6 +164,24 @@ def test_mamba_seq_flag_of_the_classifier(config):
     config_file = configs("nnmamba_adni_classification") / config
     assert parser_of(config_file, mamba_seq="false").get_parsed_content("network_def#mamba_seq") is False
     assert parser_of(config_file, mamba_seq="True").get_parsed_content("network_def#mamba_seq") is True
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+@pytest.mark.parametrize("config", ["train.yaml", "inference.yaml"])
+def test_mamba_flag_builds_the_no_mamba_ablation(bundle, config):
+    config_file = configs(bundle) / config
+    overrides = {"num_landmarks": 3} if bundle.endswith("landmarks") else {}  # no protocol record needed
+    for text, with_mamba in [("false", False), ("True", True)]:
+        network = parser_of(config_file, mamba=text, **overrides).get_parsed_content("network_def")
+        assert any("mamba" in key for key in network.state_dict()) is with_mamba, (bundle, config, text)
+
+
+@pytest.mark.parametrize("config", ["train.yaml", "inference.yaml"])
+def test_deep_supervision_flag_of_the_segmentation(config):
+    config_file = configs("nnmamba_brats_segmentation") / config
+    for text, heads in [("false", False), ("true", True)]:
+        network = parser_of(config_file, deep_supervision=text).get_parsed_content("network_def")
+        assert network.deep_supervision is heads and hasattr(network, "ds1_cls_conv") is heads
 
 
 def test_save_heatmaps_flag_of_the_landmark_inference():

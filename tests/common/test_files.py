@@ -1,4 +1,4 @@
-"""write_text_atomic: whole content, usual permissions, no temporary file left behind."""
+"""write_text_atomic / write_bytes_atomic: whole content, usual permissions, no temporary file left behind."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from nnmamba_nets.common.files import write_text_atomic
+from nnmamba_nets.common.files import write_bytes_atomic, write_text_atomic
 
 
 def test_writes_with_the_permissions_of_a_plain_open(tmp_path):
@@ -25,7 +25,7 @@ def test_writes_with_the_permissions_of_a_plain_open(tmp_path):
 def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
     target = tmp_path / "report.json"
     target.write_text("old")
-    with pytest.raises(TypeError):
-        write_text_atomic(target, None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):  # fails inside the write, after the temporary file was created
+        write_bytes_atomic(target, None)  # type: ignore[arg-type]
     assert target.read_text() == "old"
     assert os.listdir(tmp_path) == ["report.json"]

@@ -50,11 +50,14 @@ def test_mamba_layer_rejects_other_view_counts():
 
 @pytest.mark.parametrize("backend", ["auto", "torch"])
 def test_batched_views_equal_four_separate_calls(backend):
-    """One mixer call on 4b sequences gives the outputs and gradients of the reference's four calls."""
+    """Where the views are built (off the fused path), one mixer call on 4b sequences gives the outputs and
+    gradients of the reference's four calls."""
     torch.manual_seed(0)
     batched = MambaLayer(8, d_state=4, batch_views=True, backend=backend)
     separate = MambaLayer(8, d_state=4, batch_views=False, backend=backend)
     separate.load_state_dict(batched.state_dict())
+    for layer in (batched, separate):
+        layer.mamba.use_fast_path = False
     x = torch.randn(2, 8, 3, 4, 5)
     inputs = [x.clone().requires_grad_(), x.clone().requires_grad_()]
     outputs = [layer(inp) for layer, inp in zip((batched, separate), inputs)]
@@ -78,14 +81,59 @@ def test_batched_views_equal_four_separate_calls(backend):
     torch.testing.assert_close(batched.norm2.running_var, separate.norm2.running_var)
 
 
-def test_single_view_mamba_layer_calls_the_mixer_once_on_the_original_tokens():
+def test_single_view_plain_path_calls_the_mixer_once_on_the_original_tokens():
     layer = MambaLayer(8, d_state=8, views=1).eval()
+    layer.mamba.use_fast_path = False
     seen = []
     layer.mamba.register_forward_hook(lambda m, args, out: seen.append(args[0]))
     x = torch.randn(1, 8, 2, 3, 4)
     assert layer(x).shape == x.shape
     assert len(seen) == 1 and seen[0].shape == (1, 24, 8)
     assert "views=1" in repr(layer)
+
+
+def run_layer(layer: torch.nn.Module, x: torch.Tensor, grad_seed: int = 1):
+    """Output, input gradient, parameter gradients and BatchNorm running statistics of a training step."""
+    leaf = x.clone().requires_grad_()
+    out = layer(leaf)
+    out.backward(torch.randn(out.shape, generator=torch.Generator().manual_seed(grad_seed)))
+    grads = {"input": leaf.grad} | {name: p.grad for name, p in layer.named_parameters()}
+    stats = {name: b.clone() for name, b in layer.named_buffers() if "running" in name}
+    return out.detach(), grads, stats
+
+
+@pytest.mark.parametrize("views", [1, 4])
+def test_fused_mamba_layer_matches_the_plain_oracle(views):
+    """The default cpu path (fused kernels, views never built) against the plain path on the torch backend."""
+    torch.manual_seed(0)
+    fused = MambaLayer(16, d_state=8, views=views)
+    plain = MambaLayer(16, d_state=8, views=views, backend="torch")
+    plain.load_state_dict(fused.state_dict())
+    assert fused.mamba.uses_fused_path(torch.device("cpu"))
+    x = torch.randn(2, 16, 5, 6, 7)
+    out, grads, stats = run_layer(fused, x)
+    out_ref, grads_ref, stats_ref = run_layer(plain, x)
+    torch.testing.assert_close(out, out_ref, rtol=1e-4, atol=1e-5)
+    assert grads.keys() == grads_ref.keys() and len(grads) == 1 + len(list(fused.parameters()))
+    for name, grad in grads.items():
+        scale = grads_ref[name].abs().max().item() + 1e-6
+        torch.testing.assert_close(grad / scale, grads_ref[name] / scale, rtol=1e-4, atol=1e-5, msg=name)
+    for name, stat in stats.items():
+        torch.testing.assert_close(stat, stats_ref[name], rtol=1e-4, atol=1e-5, msg=name)
+    assert fused.state_dict().keys() == plain.state_dict().keys()
+
+
+def test_fused_mamba_seq_matches_the_plain_oracle():
+    torch.manual_seed(0)
+    fused = MambaSeq(16, d_state=8, d_conv=2)
+    plain = MambaSeq(16, d_state=8, d_conv=2, backend="torch")
+    plain.load_state_dict(fused.state_dict())
+    x = torch.randn(3, 16, 7)
+    out, grads, _ = run_layer(fused, x)
+    out_ref, grads_ref, _ = run_layer(plain, x)
+    torch.testing.assert_close(out, out_ref, rtol=1e-4, atol=1e-5)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, grads_ref[name], rtol=1e-4, atol=1e-5, msg=name)
 
 
 def test_mamba_seq_mixes_channel_first_tokens():

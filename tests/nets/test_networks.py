@@ -59,13 +59,15 @@ def mamba_layout(prefix: str, d_model: int, d_state: int = 16, d_conv: int = 4, 
     }
 
 
-def mamba_layer_layout(prefix: str, dim: int, d_state: int = 16) -> Layout:
-    layout = {prefix + "nin.weight": (dim, dim, 1, 1, 1), prefix + "nin2.weight": (dim, dim, 1, 1, 1)}
-    layout |= bn_layout(prefix + "norm.", dim) | bn_layout(prefix + "norm2.", dim)
+def mamba_layer_layout(prefix: str, dim: int, d_state: int = 16, variant: str = "css") -> Layout:
+    """MICCSS (css) or the nnU-Net v1 MambaLayer: nin, norm and mamba only."""
+    layout = {prefix + "nin.weight": (dim, dim, 1, 1, 1)} | bn_layout(prefix + "norm.", dim)
+    if variant == "css":
+        layout |= {prefix + "nin2.weight": (dim, dim, 1, 1, 1)} | bn_layout(prefix + "norm2.", dim)
     return layout | mamba_layout(prefix + "mamba.", dim, d_state)
 
 
-def res_layer_layout(prefix: str, cin: int, cout: int, blocks: int, with_mamba: bool) -> Layout:
+def res_layer_layout(prefix: str, cin: int, cout: int, blocks: int, with_mamba: bool, variant: str = "css") -> Layout:
     layout: Layout = {}
     for i in range(blocks):
         block, block_in = f"{prefix}{i}.", cin if i == 0 else cout
@@ -77,14 +79,24 @@ def res_layer_layout(prefix: str, cin: int, cout: int, blocks: int, with_mamba: 
             layout[block + "downsample.0.weight"] = (cout, cin, 1, 1, 1)
             layout |= bn_layout(block + "downsample.1.", cout)
         elif with_mamba:
-            layout |= mamba_layer_layout(block + "mamba_layer.", cout)
+            layout |= mamba_layer_layout(block + "mamba_layer.", cout, variant=variant)
     return layout
 
 
-def seg_layout(in_ch: int, out_ch: int, c: int, blocks: int, head: str = "reference") -> Layout:
+def seg_layout(
+    in_ch: int,
+    out_ch: int,
+    c: int,
+    blocks: int,
+    head: str = "reference",
+    variant: str = "css",
+    mamba: bool = True,
+    heads: bool = False,
+) -> Layout:
+    """nnMambaSeg; ``heads``: the deep-supervision heads (always there in the nnU-Net variant)."""
     layout = double_conv_layout("in_conv.", in_ch, c)
     for k, (cin, cout) in enumerate([(c, 2 * c), (2 * c, 4 * c), (4 * c, 8 * c)], start=1):
-        layout |= res_layer_layout(f"layer{k}.", cin, cout, blocks, with_mamba=True)
+        layout |= res_layer_layout(f"layer{k}.", cin, cout, blocks, with_mamba=mamba, variant=variant)
         layout |= {
             f"att{k}.layer1.weight": (cin // 16, cin),
             f"att{k}.layer1.bias": (cin // 16,),
@@ -93,11 +105,17 @@ def seg_layout(in_ch: int, out_ch: int, c: int, blocks: int, head: str = "refere
         }
     layout |= double_conv_layout("conv5.", 12 * c, 4 * c) | double_conv_layout("conv6.", 6 * c, 2 * c)
     layout |= double_conv_layout("conv7.", 3 * c, c)
-    return layout | double_conv_layout("conv8.", c, out_ch, output_norm=head == "reference")
+    layout |= double_conv_layout("conv8.", c, out_ch, output_norm=head == "reference")
+    if variant == "nnunet" or heads:  # 1x1x1 with bias on c7 (c), c6 (2c), c5 (4c)
+        for k, width in enumerate((c, 2 * c, 4 * c), start=1):
+            layout |= {f"ds{k}_cls_conv.weight": (out_ch, width, 1, 1, 1), f"ds{k}_cls_conv.bias": (out_ch,)}
+    return layout
 
 
-def encoder_layout(in_ch: int, out_ch: int, c: int, blocks: int, mamba_seq: bool = False) -> Layout:
-    layout = double_conv_layout("in_conv.", in_ch, c) | mamba_layer_layout("mamba_layer_stem.", c, d_state=8)
+def encoder_layout(in_ch: int, out_ch: int, c: int, blocks: int, mamba_seq: bool = False, mamba: bool = True) -> Layout:
+    layout = double_conv_layout("in_conv.", in_ch, c)
+    if mamba:
+        layout |= mamba_layer_layout("mamba_layer_stem.", c, d_state=8)
     for k, (cin, cout) in enumerate([(c, 2 * c), (2 * c, 4 * c), (4 * c, 8 * c)], start=1):
         layout |= res_layer_layout(f"layer{k}.", cin, cout, blocks, with_mamba=False)
     if mamba_seq:
@@ -187,6 +205,8 @@ def f_mamba_layer(x: torch.Tensor, sd: StateDict, p: str, views: int = 4) -> tor
     a = F.relu(f_bn(F.conv3d(x, sd[p + "nin.weight"]), sd, p + "norm."))
     b, c = a.shape[:2]
     t = a.reshape(b, c, -1).transpose(1, 2)  # (b, l, c)
+    if p + "nin2.weight" not in sd:  # the nnU-Net v1 MambaLayer: one view, no output block, no residual
+        return f_mamba(t, sd, p + "mamba.").transpose(1, 2).reshape(a.shape)
     flips = [[], [2], [1], [1, 2]][:views]
     outs = [f_mamba(t.flip(f) if f else t, sd, p + "mamba.") for f in flips]
     mixed = sum(o.flip(f) if f else o for o, f in zip(outs, flips)) / views
@@ -210,7 +230,9 @@ def f_res_layer(x: torch.Tensor, sd: StateDict, p: str, blocks: int) -> torch.Te
     return x
 
 
-def f_seg(x: torch.Tensor, sd: StateDict, blocks: int) -> torch.Tensor:
+def f_seg(x: torch.Tensor, sd: StateDict, blocks: int) -> torch.Tensor | list[torch.Tensor]:
+    """The network's output; with deep-supervision heads in ``sd`` the list [output, ds1, ds2, ds3]."""
+
     def gate(skip: torch.Tensor, p: str) -> torch.Tensor:
         v = skip.mean(dim=(2, 3, 4))
         s = torch.sigmoid(
@@ -232,12 +254,19 @@ def f_seg(x: torch.Tensor, sd: StateDict, blocks: int) -> torch.Tensor:
     c5 = f_double_conv(torch.cat([up(c4), gate(c3, "att3.")], 1), sd, "conv5.")
     c6 = f_double_conv(torch.cat([up(c5), gate(c2, "att2.")], 1), sd, "conv6.")
     c7 = f_double_conv(torch.cat([up(c6), gate(c1, "att1.")], 1), sd, "conv7.")
-    return f_double_conv(up(c7), sd, "conv8.")
+    out = f_double_conv(up(c7), sd, "conv8.")
+    if "ds1_cls_conv.weight" not in sd:
+        return out
+    heads = [
+        F.conv3d(c, sd[f"ds{k}_cls_conv.weight"], sd[f"ds{k}_cls_conv.bias"]) for k, c in ((1, c7), (2, c6), (3, c5))
+    ]
+    return [out, *heads]
 
 
 def f_encoder(x: torch.Tensor, sd: StateDict, blocks: int) -> torch.Tensor:
     c1 = f_double_conv(x, sd, "in_conv.", stride=2)
-    c1 = f_mamba_layer(c1, sd, "mamba_layer_stem.", views=1) + c1
+    if "mamba_layer_stem.nin.weight" in sd:
+        c1 = f_mamba_layer(c1, sd, "mamba_layer_stem.", views=1) + c1
     c2 = f_res_layer(c1, sd, "layer1.", blocks)
     c3 = f_res_layer(c2, sd, "layer2.", blocks)
     c4 = f_res_layer(c3, sd, "layer3.", blocks)
@@ -481,3 +510,122 @@ def test_importing_the_networks_does_not_import_monai():
         "from nnmamba_nets.landmarks.transforms import LoadLandmarksd; assert 'monai' in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
+# ----------------------------------------------------------------------------------------------
+# The nnU-Net v1 variant, deep supervision and the no-Mamba ablation
+# ----------------------------------------------------------------------------------------------
+def test_nnunet_variant_counts_and_layout_at_the_authors_settings():
+    for in_ch, classes, parameters in ((1, 16, 15_876_318), (4, 4, 15_859_266)):
+        net = nnMambaSeg(in_ch, classes, channels=32, blocks=3, variant="nnunet")
+        layout = seg_layout(in_ch, classes, 32, 3, variant="nnunet")
+        assert shape_layout(net.state_dict()) == layout and len(layout) == 304
+        assert sum(p.numel() for p in net.parameters()) == parameters == unique_parameter_count(layout)
+
+
+def _frozen_norms(net: torch.nn.Module) -> torch.nn.Module:
+    """Training mode (deep-supervision outputs) with BatchNorm on its running statistics, for exact comparisons."""
+    net.train()
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm3d):
+            module.eval()
+    return net
+
+
+@pytest.mark.parametrize("deep_supervision", [False, True])
+def test_nnunet_variant_loads_strictly_and_matches_functional_recomputation(deep_supervision):
+    state = random_reference_state_dict(seg_layout(4, 4, 16, 2, variant="nnunet"), seed=5)
+    net = nnMambaSeg(4, 4, channels=16, blocks=2, variant="nnunet", deep_supervision=deep_supervision)
+    net = load_pretrained(net, state).eval()
+    x = torch.randn(1, 4, 32, 16, 16, generator=torch.Generator().manual_seed(6))
+    expected = [t.float() for t in f_seg(x.double(), as_float64(state), blocks=2)]
+    with torch.no_grad():
+        out = net(x)  # eval: the full-resolution output alone, as nnU-Net with do_ds off
+        torch.testing.assert_close(out, expected[0], rtol=1e-4, atol=1e-4 * expected[0].abs().max().item())
+        got = _frozen_norms(net)(x)
+    if not deep_supervision:
+        torch.testing.assert_close(got, expected[0], rtol=1e-4, atol=1e-4 * expected[0].abs().max().item())
+        return
+    assert [tuple(t.shape) for t in got] == [(1, 4, 32, 16, 16), (1, 4, 16, 8, 8), (1, 4, 8, 4, 4), (1, 4, 4, 2, 2)]
+    for mine, theirs in zip(got, expected):
+        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-4 * theirs.abs().max().item())
+
+
+def test_nnunet_mamba_layer_has_no_output_block_and_no_residual():
+    net = nnMambaSeg(1, 2, channels=16, blocks=2, variant="nnunet")
+    layer = net.layer1[1].mamba_layer
+    assert not hasattr(layer, "nin2") and not hasattr(layer, "norm2")
+    state = as_float64(net.state_dict())
+    x = torch.rand(2, 32, 4, 3, 5, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        got = layer.eval()(x)
+    expected = f_mamba_layer(x.double(), state, "layer1.1.mamba_layer.").float()
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_deep_supervision_trains_every_head_with_monai_loss():
+    from monai.losses import DeepSupervisionLoss, DiceCELoss
+
+    torch.manual_seed(0)
+    net = nnMambaSeg(2, 3, channels=16, blocks=2, head="logits", deep_supervision=True)
+    assert shape_layout(net.state_dict()) == seg_layout(2, 3, 16, 2, head="logits", heads=True)
+    loss_function = DeepSupervisionLoss(DiceCELoss(sigmoid=True))
+    outputs = net.train()(torch.randn(2, 2, 32, 32, 32))
+    assert isinstance(outputs, list) and len(outputs) == 4
+    loss = loss_function(outputs, torch.randint(0, 2, (2, 3, 32, 32, 32)).float())
+    loss.backward()
+    for k in (1, 2, 3):
+        assert getattr(net, f"ds{k}_cls_conv").weight.grad.abs().sum() > 0, k
+    with torch.no_grad():
+        assert net.eval()(torch.randn(1, 2, 32, 32, 32)).shape == (1, 3, 32, 32, 32)  # inference: one output
+    plain = nnMambaSeg(2, 3, channels=16, blocks=2)
+    plain.deep_supervision = True
+    with pytest.raises(ValueError, match="without the deep-supervision heads"):
+        plain.train()(torch.randn(1, 2, 16, 16, 16))
+
+
+@pytest.mark.parametrize(
+    "make_net, layout, functional",
+    [
+        (
+            lambda: nnMambaSeg(2, 3, 16, 2, mamba=False),
+            lambda: seg_layout(2, 3, 16, 2, mamba=False),
+            lambda x, sd: f_seg(x, sd, blocks=2),
+        ),
+        (
+            lambda: nnMambaSeg(2, 3, 16, 2, variant="nnunet", mamba=False),
+            lambda: seg_layout(2, 3, 16, 2, variant="nnunet", mamba=False),
+            lambda x, sd: f_seg(x, sd, blocks=2)[0],
+        ),
+        (
+            lambda: nnMambaLandmark(1, 4, 16, 2, mamba=False),
+            lambda: seg_layout(1, 4, 16, 2, mamba=False),
+            lambda x, sd: f_seg(x, sd, blocks=2),
+        ),
+        (
+            lambda: nnMambaEncoder(1, 2, 8, 2, mamba=False),
+            lambda: encoder_layout(1, 2, 8, 2, mamba=False),
+            lambda x, sd: f_encoder(x, sd, blocks=2),
+        ),
+    ],
+    ids=["seg", "seg-nnunet", "landmark", "encoder"],
+)
+def test_no_mamba_ablation_is_the_same_network_without_mamba(make_net, layout, functional):
+    net = make_net()
+    assert not any("mamba" in key for key in net.state_dict())
+    assert shape_layout(net.state_dict()) == layout()
+    state = random_reference_state_dict(layout(), seed=8)
+    net = load_pretrained(net, state).eval()
+    in_channels = net.in_channels
+    x = torch.randn(2, in_channels, 16, 16, 16, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        out = net(x)
+    expected = functional(x.double(), as_float64(state)).float()
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
+
+
+def test_variant_and_ablation_errors():
+    with pytest.raises(ValueError, match="variant must be one of"):
+        nnMambaSeg(variant="nnunet_v2")
+    with pytest.raises(ValueError, match="mamba_seq=True needs mamba=True"):
+        nnMambaEncoder(mamba_seq=True, mamba=False)

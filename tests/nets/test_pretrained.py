@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from monai.engines import SupervisedTrainer
 from monai.handlers import CheckpointSaver
 
 from nnmamba_nets import load_pretrained, nnMambaEncoder, nnMambaSeg
+from nnmamba_nets.nets.pretrained import load_checkpoint
 
 
 def small_encoder() -> nnMambaEncoder:
@@ -136,3 +141,95 @@ def test_unsafe_missing_and_empty_files(tmp_path):
     torch.save({"epoch": 3, "best_metric": 0.5}, not_weights)
     with pytest.raises(ValueError, match="no state_dict found; top-level keys are \\['best_metric', 'epoch'\\]"):
         load_pretrained(small_encoder(), not_weights)
+
+
+# ---- nnU-Net v1 checkpoint files (model_final_checkpoint.model, model_best.model) -----------------------
+def nnunet_v1_checkpoint(net: torch.nn.Module) -> dict:
+    """A checkpoint as nnU-Net v1's ``save_checkpoint`` writes it: numpy floats in the training curves."""
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.99, nesterov=True)
+    net(torch.randn(2, 1, 16, 16, 16)).pow(2).mean().backward()
+    optimizer.step()  # momentum buffers in the optimizer state
+    losses = [np.float64(v) for v in (0.9, 0.7, 0.6)]
+    return {
+        "epoch": 3,
+        "state_dict": net.state_dict(),
+        "optimizer_state_dict": optimizer.state_dict(),
+        "lr_scheduler_state_dict": None,
+        "plot_stuff": (losses, losses[1:], [], [np.float64(0.5), np.float32(0.55)]),
+        "best_stuff": (2, np.float64(0.6), np.float64(0.55), np.float64(0.52)),
+        "amp_grad_scaler": {"scale": 65536.0, "growth_factor": 2.0, "_growth_tracker": 7},
+    }
+
+
+def test_nnunet_v1_checkpoint_with_numpy_scalars_loads(trained_encoder, tmp_path):
+    path = tmp_path / "model_final_checkpoint.model"
+    torch.save(nnunet_v1_checkpoint(copy.deepcopy(trained_encoder).train()), path)
+    with pytest.raises(pickle.UnpicklingError):  # plain weights_only refuses the numpy scalars ...
+        torch.load(path, weights_only=True)
+    loaded = load_pretrained(small_encoder(), path)  # ... load_pretrained allows exactly those
+    weights = load_checkpoint(path)["state_dict"]
+    for key, tensor in loaded.state_dict().items():
+        torch.testing.assert_close(tensor, weights[key], rtol=0, atol=0, msg=key)
+    assert load_checkpoint(path)["best_stuff"][1] == np.float64(0.6)
+
+
+def _rewrite_pickle(path: Path, old: bytes, new: bytes) -> None:
+    """Replace bytes in the pickle (``<archive>/data.pkl``) of a torch zip checkpoint."""
+    with zipfile.ZipFile(path) as archive:
+        members = [(info, archive.read(info)) for info in archive.infolist()]
+    with zipfile.ZipFile(path, "w") as archive:
+        for info, data in members:
+            archive.writestr(info, data.replace(old, new) if info.filename.endswith("data.pkl") else data)
+
+
+def test_nnunet_v1_checkpoint_written_with_numpy_1_loads(trained_encoder, tmp_path):
+    path = tmp_path / "model_best.model"
+    torch.save(nnunet_v1_checkpoint(copy.deepcopy(trained_encoder).train()), path)
+    _rewrite_pickle(path, b"numpy._core.multiarray", b"numpy.core.multiarray")  # numpy 1's module name
+    with zipfile.ZipFile(path) as archive:
+        assert b"numpy.core.multiarray\nscalar" in archive.read(
+            next(n for n in archive.namelist() if n.endswith("data.pkl"))
+        )
+    assert load_checkpoint(path)["plot_stuff"][0][0] == np.float64(0.9)
+
+
+class _Payload:
+    """Pickles as a call of ``open(marker, "w")``: it creates the marker file if anything runs it."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def test_a_checkpoint_with_a_pickle_payload_is_refused_and_nothing_runs(trained_encoder, tmp_path):
+    marker = tmp_path / "payload-ran"
+    path = tmp_path / "model_final_checkpoint.model"
+    checkpoint = nnunet_v1_checkpoint(copy.deepcopy(trained_encoder).train())
+    torch.save({**checkpoint, "plot_stuff": (_Payload(marker),)}, path)
+    with pytest.raises(ValueError, match=r"asks for \['io.open'\].*Nothing in it was run"):
+        load_pretrained(small_encoder(), path)
+    assert not marker.exists()
+
+
+def test_nnunet_v1_file_of_the_authors_network_loads_strictly_with_the_same_outputs(tmp_path):
+    torch.manual_seed(0)
+    trained = nnMambaSeg(4, 4, channels=16, blocks=2, variant="nnunet", deep_supervision=True)
+    optimizer = torch.optim.SGD(trained.parameters(), lr=0.01, momentum=0.99, nesterov=True)
+    sum(out.mean() for out in trained.train()(torch.randn(2, 4, 16, 16, 16))).backward()
+    optimizer.step()
+    path = tmp_path / "model_final_checkpoint.model"
+    torch.save(
+        {"epoch": 1, "state_dict": trained.state_dict(), "optimizer_state_dict": optimizer.state_dict(),
+         "plot_stuff": ([np.float64(0.9)], [], [], []), "best_stuff": (0, np.float64(0.9), np.float64(0.1), 0.1)},
+        path,
+    )  # fmt: skip
+    fresh = load_pretrained(nnMambaSeg(4, 4, channels=16, blocks=2, variant="nnunet"), path)
+    x = torch.randn(1, 4, 16, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh.eval()(x), trained.eval()(x), rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"(?s)unexpected keys.*ds1_cls_conv.*build nnMambaSeg\(variant='nnunet'\)"):
+        load_pretrained(nnMambaSeg(4, 4, channels=16, blocks=2), path)  # the CSS network: named in a hint
+    with pytest.raises(ValueError, match=r"build the network with mamba=False"):
+        load_pretrained(nnMambaSeg(4, 4, channels=16, blocks=2), nnMambaSeg(4, 4, 16, 2, mamba=False).state_dict())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -105,3 +106,67 @@ def test_gradients_reach_every_parameter() -> None:
 def test_bad_input_shape() -> None:
     with pytest.raises(ValueError, match=r"d_model=8"):
         Mamba(d_model=8)(torch.randn(2, 5, 7))
+
+
+FLIP_CASES = list(itertools.product((False, True), (False, True), (False, True)))
+assert len(FLIP_CASES) == 8
+
+
+def outputs_and_grads(mixer: Mamba, x: torch.Tensor, **views: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """forward_views' output and the gradients of its input and of every parameter."""
+    mixer.zero_grad()
+    leaf = x.clone().requires_grad_()
+    out = mixer.forward_views(leaf, **views)
+    out.backward(torch.randn(out.shape, generator=torch.Generator().manual_seed(1)))
+    grads = {"input": leaf.grad} | {name: p.grad.clone() for name, p in mixer.named_parameters()}
+    return out.detach(), grads
+
+
+@pytest.mark.parametrize("flip_channels,flip_tokens,bias", FLIP_CASES)
+def test_fused_views_match_the_plain_views(flip_channels: bool, flip_tokens: bool, bias: bool) -> None:
+    """The fused cpu path against flipped copies run through the torch backend: outputs and all gradients."""
+    torch.manual_seed(0)
+    fused = Mamba(d_model=12, d_state=4, d_conv=3, bias=bias, backend="cpu")
+    plain = Mamba(d_model=12, d_state=4, d_conv=3, bias=bias, backend="torch")
+    plain.load_state_dict(fused.state_dict())
+    assert fused.uses_fused_path(torch.device("cpu")) and not plain.uses_fused_path(torch.device("cpu"))
+    x = torch.randn(2, 12, 150)
+    out, grads = outputs_and_grads(fused, x, flip_channels=flip_channels, flip_tokens=flip_tokens)
+    out_ref, grads_ref = outputs_and_grads(plain, x, flip_channels=flip_channels, flip_tokens=flip_tokens)
+    assert out.shape == x.shape
+    torch.testing.assert_close(out, out_ref, rtol=1e-4, atol=1e-5)
+    assert grads.keys() == grads_ref.keys()
+    for name, grad in grads.items():
+        scale = grads_ref[name].abs().max().item() + 1e-6
+        torch.testing.assert_close(grad / scale, grads_ref[name] / scale, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_plain_views_are_the_mean_of_flipped_forwards() -> None:
+    mixer = Mamba(d_model=6, d_state=4, backend="torch")
+    x = torch.randn(1, 6, 9)
+    tokens = x.transpose(1, 2)
+    expected = (
+        mixer(tokens)
+        + mixer(tokens.flip(2)).flip(2)
+        + mixer(tokens.flip(1)).flip(1)
+        + mixer(tokens.flip(1, 2)).flip(1, 2)
+    ) / 4
+    with torch.no_grad():
+        for batch_views in (True, False):
+            got = mixer.forward_views(x, flip_channels=True, flip_tokens=True, batch_views=batch_views)
+            torch.testing.assert_close(got, expected.transpose(1, 2))
+        torch.testing.assert_close(mixer.forward_views(x), mixer(tokens).transpose(1, 2))
+
+
+def test_fast_path_switch_and_long_convolutions_use_the_plain_path() -> None:
+    cpu = torch.device("cpu")
+    assert Mamba(d_model=8, backend="cpu").uses_fused_path(cpu)
+    assert not Mamba(d_model=8, backend="cpu", use_fast_path=False).uses_fused_path(cpu)
+    long_conv = Mamba(d_model=8, d_conv=5, backend="cpu")
+    assert not long_conv.uses_fused_path(cpu)
+    assert long_conv(torch.randn(1, 7, 8)).shape == (1, 7, 8)
+
+
+def test_forward_views_rejects_token_major_input() -> None:
+    with pytest.raises(ValueError, match=r"\(batch, d_model=8, length\)"):
+        Mamba(d_model=8).forward_views(torch.randn(2, 5, 7))
