@@ -73,10 +73,13 @@ def test_world_heatmap_decode_world_round_trip(sigma):
     assert float(world_error_mm.max()) < 0.05 * 1.7  # largest voxel side
 
 
+RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))  # MONAI's default, given so it does not warn
+
+
 def spatial_pipelines() -> dict[str, Compose]:
     keys = "image"
     return {
-        "resample": Compose([Orientationd(keys, "RAS"), Spacingd(keys, (2.0, 2.0, 2.0))]),
+        "resample": Compose([Orientationd(keys, "RAS", labels=RAS_LABELS), Spacingd(keys, (2.0, 2.0, 2.0))]),
         "flip": Compose([Flipd(keys, spatial_axis=0), Flipd(keys, spatial_axis=2)]),
         "rotate": Compose([Rotated(keys, angle=(0.3, -0.2, 0.25), keep_size=False)]),
         "crop_pad": Compose(
@@ -84,7 +87,7 @@ def spatial_pipelines() -> dict[str, Compose]:
         ),
         "all": Compose(
             [
-                Orientationd(keys, "RAS"),
+                Orientationd(keys, "RAS", labels=RAS_LABELS),
                 Spacingd(keys, (1.5, 1.5, 1.5)),
                 Flipd(keys, spatial_axis=1),
                 RandAffined(
