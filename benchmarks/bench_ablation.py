@@ -1,20 +1,23 @@
-"""The no-Mamba ablation of each bundle: parameters, forward time and demo metrics with and without Mamba.
+"""Ablations of each bundle: parameters, forward time and demo metrics with and without Mamba, or in fp32 and bf16.
 
-For each bundle the script builds the inference network (``configs/inference.yaml``'s ``network_def``, demo
-settings) with ``mamba`` true and false, counts parameters, times the forward pass on one network input
-(``roi_size`` / ``spatial_size``, batch 1, ``eval()`` under ``torch.no_grad()``; the two configurations
-interleaved, median of ``--repeats``) and reports the ratio measured in this run. Then, unless
-``--no-training``, it trains each configuration on the bundle's synthetic demo set with the bundle's own
-command (``python -m monai.bundle run training``, demo defaults, ``--mamba true|false``) in a scratch copy
-of the bundle, and evaluates the selected weights (best on validation) with ``evaluate.yaml`` on the
-validation and test splits. All figures are on SYNTHETIC demo data: they show what the Mamba layers change
-in this pipeline, nothing about real images.
+``--option mamba`` (the default) compares ``--mamba true`` with the no-Mamba ablation ``--mamba false``;
+``--option amp`` compares float32 (``--amp false``) with mixed precision (``--amp true``: bfloat16 autocast
+on a CPU, see ``nnmamba_nets.common.precision``). For each bundle the script builds the inference network
+(``configs/inference.yaml``'s ``network_def``, demo settings) of both configurations, counts parameters,
+times the forward pass through the bundle's own ``evaluator#inferer`` on one network input (``roi_size`` /
+``spatial_size``, batch 1, ``eval()`` under ``torch.no_grad()``; the two configurations interleaved,
+median of ``--repeats``) and reports the ratio measured in this run. Then, unless ``--no-training``, it
+trains each configuration on the bundle's synthetic demo set with the bundle's own command (``python -m
+monai.bundle run training``, demo defaults, the option on the command line) in a scratch copy of the
+bundle, and evaluates the selected weights (best on validation) with ``evaluate.yaml`` on the validation and
+test splits, in the same configuration. All figures are on SYNTHETIC demo data: they show what the option
+changes in this pipeline, nothing about real images.
 
 Usage::
 
     python benchmarks/bench_ablation.py                                   # all three bundles, about 15 min
+    python benchmarks/bench_ablation.py --option amp --output amp.json    # fp32 against bf16 autocast
     python benchmarks/bench_ablation.py --bundles nnmamba_brats_segmentation --no-training
-    python benchmarks/bench_ablation.py --output ablation.json            # also write the figures as JSON
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from monai.bundle import ConfigParser
@@ -41,6 +45,8 @@ BUNDLES = {  # bundle -> (network input id in inference.yaml, input channels, th
     "nnmamba_adni_classification": ("spatial_size", 1, "val_auc", True),
     "nnmamba_fetal_landmarks": ("spatial_size", 1, "val_mre", False),
 }
+# option -> (name, value) of the baseline configuration, then of the compared one
+OPTIONS = {"mamba": (("mamba", True), ("no_mamba", False)), "amp": (("fp32", False), ("bf16", True))}
 NETWORK_OVERRIDES = {"nnmamba_fetal_landmarks": {"num_landmarks": 6}}  # the demo's landmarks; no protocol record
 CONFIG_ARGS = ["--meta_file", "configs/metadata.json", "--logging_file", "configs/logging.conf"]
 
@@ -56,29 +62,31 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def build_network(bundle: str, mamba: bool) -> tuple[torch.nn.Module, tuple[int, ...]]:
-    """The bundle's inference network (demo settings) and the shape of one network input."""
+def build_forward(bundle: str, option: str, value: bool) -> tuple[Any, torch.nn.Module, tuple[int, ...]]:
+    """The bundle's inference forward (``evaluator#inferer`` around ``network_def``, demo settings, on the CPU)
+    with ``option`` set to ``value``: (a callable of the input, the network, the shape of one network input)."""
     parser = ConfigParser()
     parser.read_config(str(REPO / "bundles" / bundle / "configs" / "inference.yaml"))
-    parser.update({"mamba": mamba, **NETWORK_OVERRIDES.get(bundle, {})})
+    parser.update({option: value, "device": "$torch.device('cpu')", **NETWORK_OVERRIDES.get(bundle, {})})
     size_id, channels, _, _ = BUNDLES[bundle]
     network = parser.get_parsed_content("network_def").eval()
-    return network, (1, channels, *parser.get_parsed_content(size_id))
+    inferer = parser.get_parsed_content("evaluator#inferer")
+    return (lambda x: inferer(x, network)), network, (1, channels, *parser.get_parsed_content(size_id))
 
 
-def time_forward(networks: dict[bool, torch.nn.Module], shape: tuple[int, ...], repeats: int) -> dict[bool, float]:
-    """Median seconds of one forward pass of each network, the two interleaved (after one warm-up pass each)."""
+def time_forward(forwards: dict[str, Any], shape: tuple[int, ...], repeats: int) -> dict[str, float]:
+    """Median seconds of one forward pass of each configuration, interleaved (after one warm-up pass each)."""
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
-    times: dict[bool, list[float]] = {flag: [] for flag in networks}
+    times: dict[str, list[float]] = {name: [] for name in forwards}
     with torch.no_grad():
-        for network in networks.values():
-            network(x)  # warm-up: numba compilation, allocator
+        for forward in forwards.values():
+            forward(x)  # warm-up: numba compilation, allocator
         for _ in range(repeats):
-            for flag, network in networks.items():
+            for name, forward in forwards.items():
                 start = time.perf_counter()
-                network(x)
-                times[flag].append(time.perf_counter() - start)
-    return {flag: statistics.median(values) for flag, values in times.items()}
+                forward(x)
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def run_bundle(args: list[str], cwd: Path) -> float:
@@ -93,15 +101,16 @@ def run_bundle(args: list[str], cwd: Path) -> float:
 
 
 def read_metrics(path: Path) -> dict[str, float]:
+    """A ``metrics.csv`` of MONAI's ``MetricsSaver`` (``name,value`` rows) as a dict."""
     with open(path, newline="", encoding="utf-8") as stream:
-        return {name: float(value) for name, value in csv.reader(stream)}  # MetricsSaver: name,value rows
+        return {name: float(value) for name, value in csv.reader(stream)}
 
 
-def train_and_evaluate(bundle: str, mamba: bool, work: Path) -> dict:
+def train_and_evaluate(bundle: str, option: str, name: str, value: bool, work: Path) -> dict:
     """Train on the demo set in a scratch copy of the bundle, evaluate on validation and test."""
-    copy = work / f"{bundle}-mamba-{str(mamba).lower()}"
+    copy = work / f"{bundle}-{name}"
     shutil.copytree(REPO / "bundles" / bundle, copy, ignore=shutil.ignore_patterns("eval", "models", "__pycache__"))
-    flag = ["--mamba", str(mamba).lower()]
+    flag = [f"--{option}", str(value).lower()]
     seconds = run_bundle(["run", "training", "--config_file", "configs/train.yaml", *CONFIG_ARGS, *flag], copy)
     result = {"training_s": round(seconds, 1)}
     for split in ("validation", "test"):
@@ -112,44 +121,49 @@ def train_and_evaluate(bundle: str, mamba: bool, work: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the ablation of ``--option`` on the chosen bundles and print (and optionally write) the figures."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--option", choices=sorted(OPTIONS), default="mamba", help="what to switch")
     parser.add_argument("--bundles", nargs="+", choices=sorted(BUNDLES), default=list(BUNDLES))
     parser.add_argument("--repeats", type=int, default=5, help="timed forward passes per configuration")
     parser.add_argument("--no-training", action="store_true", help="parameters and forward time only")
     parser.add_argument("--output", help="also write the figures to this JSON file")
     options = parser.parse_args(argv)
+    (base, base_value), (other, other_value) = OPTIONS[options.option]
     torch.manual_seed(0)
     threads = torch.get_num_threads()
     print(f"CPU: {cpu_model()}, {os.cpu_count()} cores visible, torch {torch.__version__}, {threads} threads")
-    report = {"cpu": cpu_model(), "torch": torch.__version__, "bundles": {}}
+    print(f"option: {options.option}, {base} (--{options.option} {str(base_value).lower()}) against {other}")
+    report = {"cpu": cpu_model(), "torch": torch.__version__, "option": options.option, "bundles": {}}
     with tempfile.TemporaryDirectory(prefix="nnmamba-ablation-") as scratch:
         for bundle in options.bundles:
-            networks, shape = {}, None
-            for mamba in (True, False):
-                networks[mamba], shape = build_network(bundle, mamba)
-            parameters = {flag: sum(p.numel() for p in net.parameters()) for flag, net in networks.items()}
-            seconds = time_forward(networks, shape, options.repeats)
-            entry = {
+            forwards, parameters, shape = {}, {}, ()
+            for name, value in ((base, base_value), (other, other_value)):
+                forwards[name], network, shape = build_forward(bundle, options.option, value)
+                parameters[name] = sum(p.numel() for p in network.parameters())
+            seconds = time_forward(forwards, shape, options.repeats)
+            entry: dict[str, Any] = {
                 "input": list(shape),
-                "parameters": {"mamba": parameters[True], "no_mamba": parameters[False]},
-                "forward_s": {"mamba": round(seconds[True], 4), "no_mamba": round(seconds[False], 4)},
-                "forward_ratio_no_mamba_to_mamba": round(seconds[False] / seconds[True], 3),
+                "parameters": parameters,
+                "forward_s": {name: round(value, 4) for name, value in seconds.items()},
+                f"forward_ratio_{other}_to_{base}": round(seconds[other] / seconds[base], 3),
             }
             print(f"\n{bundle}: input {'x'.join(map(str, shape))}")
-            print(f"  parameters: mamba {parameters[True]:,}, no mamba {parameters[False]:,} "
-                  f"({parameters[False] / parameters[True]:.3f}x)")  # fmt: skip
-            print(f"  forward (median of {options.repeats}): mamba {seconds[True] * 1e3:.1f} ms, no mamba "
-                  f"{seconds[False] * 1e3:.1f} ms, ratio {entry['forward_ratio_no_mamba_to_mamba']:.3f}")  # fmt: skip
+            print(f"  parameters: {base} {parameters[base]:,}, {other} {parameters[other]:,} "
+                  f"({parameters[other] / parameters[base]:.3f}x)")  # fmt: skip
+            print(f"  forward (median of {options.repeats}): {base} {seconds[base] * 1e3:.1f} ms, {other} "
+                  f"{seconds[other] * 1e3:.1f} ms, ratio {seconds[other] / seconds[base]:.3f}")  # fmt: skip
             if not options.no_training:
                 _, _, metric, higher_is_better = BUNDLES[bundle]
-                for mamba in (True, False):
-                    name = "mamba" if mamba else "no_mamba"
-                    entry[name] = runs = train_and_evaluate(bundle, mamba, Path(scratch))
+                for name, value in ((base, base_value), (other, other_value)):
+                    entry[name] = runs = train_and_evaluate(bundle, options.option, name, value, Path(scratch))
                     print(f"  demo ({name}, SYNTHETIC data): training {runs['training_s']} s, {metric} validation "
                           f"{runs['validation'][metric]:.4f}, test {runs['test'][metric]:.4f}")  # fmt: skip
-                difference = entry["no_mamba"]["test"][metric] - entry["mamba"]["test"][metric]
-                better = "better" if (difference > 0) == higher_is_better else "worse"
-                print(f"  test {metric}: no mamba minus mamba = {difference:+.4f} ({better} without Mamba)")
+                difference = entry[other]["test"][metric] - entry[base]["test"][metric]
+                verdict = (
+                    "the same" if difference == 0 else "better" if (difference > 0) == higher_is_better else "worse"
+                )
+                print(f"  test {metric}: {other} minus {base} = {difference:+.4f} ({verdict} with {other})")
             report["bundles"][bundle] = entry
     if options.output:
         Path(options.output).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU checks in one call on a machine with a CUDA GPU (CUDA torch, triton, numba, pytest and MONAI
-# installed; mamba_ssm not needed), a few minutes in all:
+# installed; mamba_ssm not needed), at most 9 minutes in all (the step limits add up to 540 s):
 #   1. the GPU's name and the software versions;
 #   2. the GPU tests (pytest -m gpu: Triton scan against the torch backend at (2,128,4096,16) and
 #      (1,256,32768,16) in fp32/bf16, the torch backend on CUDA against the CPU kernels);
@@ -39,13 +39,13 @@ run() {
     echo "gpu_check.sh $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname)"
     command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 } > "$FIGURES"
-run device 120 "$PYTHON" -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'GPU:',
+run device 60 "$PYTHON" -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'GPU:',
     torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none (torch.cuda.is_available() is False)')"
-run info 120 "$PYTHON" -m nnmamba_nets info
-run gpu_tests 300 "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider tests/ssm tests/nets
-run scan 180 "$PYTHON" benchmarks/gpu_check.py --json "$OUT_DIR/scan.json"
+run info 60 "$PYTHON" -m nnmamba_nets info
+run gpu_tests 150 "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider tests/ssm tests/nets
+run scan 90 "$PYTHON" benchmarks/gpu_check.py --json "$OUT_DIR/scan.json"
 if "$PYTHON" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
-    run case 420 "$PYTHON" benchmarks/bench_case.py --device cuda --repeats 3
+    run case 180 "$PYTHON" benchmarks/bench_case.py --device cuda --repeats 3
 else
     echo "== case: skipped, no CUDA device (torch.cuda.is_available() is False)" | tee -a "$FIGURES"
 fi

@@ -15,6 +15,7 @@ import torch
 from monai.bundle import ConfigParser
 
 from nnmamba_nets.common.datalists import SPLITS
+from nnmamba_nets.common.precision import CpuAutocastInferer
 from tests.utils import BUNDLES_DIR
 
 BUNDLES = ("nnmamba_brats_segmentation", "nnmamba_adni_classification", "nnmamba_fetal_landmarks")
@@ -36,6 +37,7 @@ TRAIN_IDS = {
     "split_seed": lambda v: v == 0,
     "device": lambda v: isinstance(v, torch.device),
     "amp": lambda v: v is torch.cuda.is_available(),
+    "autocast": lambda v: v == ("cuda" if torch.cuda.is_available() else None),
     "backend": lambda v: v == "auto",
     "channels": lambda v: isinstance(v, int),
     "blocks": lambda v: isinstance(v, int),
@@ -62,6 +64,7 @@ INFERENCE_IDS = {
     "demo": lambda v: isinstance(v, dict) and "seed" in v,
     "device": lambda v: isinstance(v, torch.device),
     "amp": lambda v: v is torch.cuda.is_available(),
+    "autocast": lambda v: v == ("cuda" if torch.cuda.is_available() else None),
     "backend": lambda v: v == "auto",
     "channels": lambda v: isinstance(v, int),
     "blocks": lambda v: isinstance(v, int),
@@ -182,6 +185,26 @@ def test_deep_supervision_flag_of_the_segmentation(config):
     for text, heads in [("false", False), ("true", True)]:
         network = parser_of(config_file, deep_supervision=text).get_parsed_content("network_def")
         assert network.deep_supervision is heads and hasattr(network, "ds1_cls_conv") is heads
+
+
+ENGINES = {"train.yaml": ["train#trainer", "validate#evaluator"], "inference.yaml": ["evaluator"]}
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+@pytest.mark.parametrize("config", sorted(ENGINES))
+def test_amp_on_cpu_is_bf16_autocast_around_the_inferer_and_monai_amp_on_cuda(bundle, config):
+    config_file = configs(bundle) / config
+    for device, amp, cuda_amp, cpu_bf16 in [
+        ("cpu", "true", False, True),
+        ("cpu", "false", False, False),
+        ("cuda:0", "true", True, False),
+        ("cuda:0", "False", False, False),
+    ]:
+        parser = parser_of(config_file, amp=amp, device=f"$torch.device('{device}')")
+        for engine in ENGINES[config]:
+            assert parser.get_parsed_content(f"{engine}#amp") is cuda_amp, (bundle, engine, device, amp)
+            inferer = parser.get_parsed_content(f"{engine}#inferer")
+            assert isinstance(inferer, CpuAutocastInferer) and inferer.enabled is cpu_bf16, (engine, device, amp)
 
 
 def test_save_heatmaps_flag_of_the_landmark_inference():
