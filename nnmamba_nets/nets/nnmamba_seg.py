@@ -28,6 +28,7 @@ from .blocks import AttentionLayer, DoubleConv, MambaLayer, NnUNetMambaLayer, ch
 __all__ = ["HEADS", "VARIANTS", "nnMambaSeg"]
 
 HEADS = ("reference", "logits")
+HEAD_SLAB = 32  # full-resolution depth rows the output block computes at a time in inference
 VARIANTS = ("css", "nnunet")
 # Four stride-2 stages: every spatial size must be a multiple of 2**4.
 SIZE_DIVISOR = 16
@@ -147,6 +148,38 @@ class nnMambaSeg(nn.Module):
         """``conv(cat[upsample(deep), gated skip])``: one decoder stage."""
         return conv(torch.cat([self.upsample(deep), self._gated(skip, gate)], dim=1))
 
+    def _head(self, c7: torch.Tensor) -> torch.Tensor:
+        """``conv8(upsample(c7))``; in inference, slab by slab along depth.
+
+        The full-resolution ``upsample(c7)`` (``channels`` wide) is the largest tensor of the network: at a
+        128^3 window it and the first convolution's working copies take most of the peak memory. Without
+        autograd and with BatchNorm in eval mode every part of ``conv8`` is local along depth (convolutions
+        with a halo of ``padding`` rows, pointwise BN and ReLU, a trilinear upsampling that reads one input
+        row either side), so slabs of :data:`HEAD_SLAB` output rows computed from slightly wider input slabs,
+        cropped, give the same output while only one slab is upsampled at a time.
+
+        Args:
+            c7: (b, channels, d/2, h/2, w/2), the last decoder features.
+
+        Returns:
+            (b, out_channels, d, h, w).
+        """
+        depth = 2 * c7.shape[2]
+        if self.training or torch.is_grad_enabled() or depth <= HEAD_SLAB:
+            return self.conv8(self.upsample(c7))
+        halo = sum(m.padding[0] for m in self.conv8.modules() if isinstance(m, nn.Conv3d))  # rows each side
+        slabs = []
+        for start in range(0, depth, HEAD_SLAB):
+            stop = min(start + HEAD_SLAB, depth)
+            up_start, up_stop = max(0, start - halo), min(depth, stop + halo)  # upsampled rows conv8 reads
+            # input rows whose upsampling gives rows up_start..up_stop-1 exactly (one more row either side,
+            # so the slab's own edge rows, which clamp, are cropped away)
+            in_start, in_stop = max(0, up_start // 2 - 1), min(c7.shape[2], (up_stop - 1) // 2 + 2)
+            upsampled = self.upsample(c7[:, :, in_start:in_stop])  # rows 2*in_start .. 2*in_stop-1
+            upsampled = upsampled[:, :, up_start - 2 * in_start : up_stop - 2 * in_start]
+            slabs.append(self.conv8(upsampled)[:, :, start - up_start : stop - up_start])
+        return torch.cat(slabs, dim=2)  # (b, out_channels, d, h, w)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         """Dense prediction.
 
@@ -175,7 +208,7 @@ class nnMambaSeg(nn.Module):
         c5 = self._fuse(self.conv5, c4, c3, self.att3)  # (b, 4c, d/8, ...)
         c6 = self._fuse(self.conv6, c5, c2, self.att2)  # (b, 2c, d/4, ...)
         c7 = self._fuse(self.conv7, c6, c1, self.att1)  # (b, c, d/2, ...)
-        out = self.conv8(self.upsample(c7))  # (b, out_channels, d, h, w)
+        out = self._head(c7)  # (b, out_channels, d, h, w)
         if not supervise:
             return out
         return [out, self.ds1_cls_conv(c7), self.ds2_cls_conv(c6), self.ds3_cls_conv(c5)]

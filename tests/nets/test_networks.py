@@ -629,3 +629,27 @@ def test_variant_and_ablation_errors():
         nnMambaSeg(variant="nnunet_v2")
     with pytest.raises(ValueError, match="mamba_seq=True needs mamba=True"):
         nnMambaEncoder(mamba_seq=True, mamba=False)
+
+
+@pytest.mark.parametrize("head", ["logits", "reference"])
+@pytest.mark.parametrize("slab", [1, 5, 32])
+def test_inference_head_by_slabs_equals_the_whole_head(head, slab, monkeypatch):
+    """Without autograd the output block runs in depth slabs (less memory); the output is the whole head's."""
+    from nnmamba_nets.nets import nnmamba_seg
+
+    torch.manual_seed(0)
+    net = nnMambaSeg(in_channels=2, out_channels=3, channels=16, blocks=1, head=head)
+    net.train()(torch.randn(2, 2, 32, 32, 32))  # BatchNorm statistics that are not the identity
+    net.eval()
+    x = torch.randn(1, 2, 80, 16, 32)  # depth 80: a last, shorter slab for slab 32
+    with torch.no_grad():
+        monkeypatch.setattr(nnmamba_seg, "HEAD_SLAB", slab)
+        got = net(x)
+        monkeypatch.setattr(nnmamba_seg, "HEAD_SLAB", 10**6)  # one slab: conv8(upsample(c7)) as written
+        whole = net(x)
+    assert got.shape == whole.shape == (1, 3, 80, 16, 32)
+    torch.testing.assert_close(got, whole, rtol=1e-5, atol=1e-6)
+    monkeypatch.setattr(nnmamba_seg, "HEAD_SLAB", slab)
+    with_grad = net(x)  # with autograd the whole head runs, so gradients are the usual ones
+    assert with_grad.requires_grad
+    torch.testing.assert_close(with_grad.detach(), whole, rtol=1e-5, atol=1e-6)
