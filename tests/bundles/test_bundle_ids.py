@@ -119,8 +119,7 @@ def test_data_ids_resolve_to_a_datalist_file_and_its_splits(bundle, tmp_path, mo
     explicit = parser_of(configs(bundle) / "train.yaml", datalist=datalist_file, dataset_dir="/nonexistent")
     assert explicit.get_parsed_content("datalist_file") == datalist_file  # datalist wins over dataset_dir
     inference = parser_of(configs(bundle) / "inference.yaml", demo=TINY_DEMO[bundle])
-    key = "cases" if bundle.endswith("segmentation") else "images"
-    assert len(inference.get_parsed_content(key)) == len(data["test"])  # no dataset_dir: the demo test split
+    assert len(inference.get_parsed_content("inputs")) == len(data["test"])  # no dataset_dir: the demo test split
 
 
 def test_the_multi_gpu_config_is_the_same_file_in_every_bundle():
