@@ -23,13 +23,8 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import os
-import platform
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,9 +32,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from bench_case import describe_machine  # this folder is on sys.path when a script of it runs
 from monai.bundle import ConfigParser
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the release builder's training and measuring (repository tooling, not the package)
+from scripts.build_release import measure_metrics, train_demo_weights  # noqa: E402
+
 BUNDLES = {  # bundle -> (network input id in inference.yaml, input channels, the metric to quote, higher is better)
     "nnmamba_brats_segmentation": ("roi_size", 4, "val_mean_dice", True),
     "nnmamba_adni_classification": ("spatial_size", 1, "val_auc", True),
@@ -48,18 +47,6 @@ BUNDLES = {  # bundle -> (network input id in inference.yaml, input channels, th
 # option -> (name, value) of the baseline configuration, then of the compared one
 OPTIONS = {"mamba": (("mamba", True), ("no_mamba", False)), "amp": (("fp32", False), ("bf16", True))}
 NETWORK_OVERRIDES = {"nnmamba_fetal_landmarks": {"num_landmarks": 6}}  # the demo's landmarks; no protocol record
-CONFIG_ARGS = ["--meta_file", "configs/metadata.json", "--logging_file", "configs/logging.conf"]
-
-
-def cpu_model() -> str:
-    """The CPU model name (``/proc/cpuinfo``), else the platform's processor string."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def build_forward(bundle: str, option: str, value: bool) -> tuple[Any, torch.nn.Module, tuple[int, ...]]:
@@ -89,35 +76,13 @@ def time_forward(forwards: dict[str, Any], shape: tuple[int, ...], repeats: int)
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def run_bundle(args: list[str], cwd: Path) -> float:
-    """``python -m monai.bundle <args>`` in ``cwd``; returns its wall time, raises with its output on failure."""
-    start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "monai.bundle", *args], cwd=cwd, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(
-            f"monai.bundle {' '.join(args)} failed in {cwd}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-        )
-    return time.perf_counter() - start
-
-
-def read_metrics(path: Path) -> dict[str, float]:
-    """A ``metrics.csv`` of MONAI's ``MetricsSaver`` (``name,value`` rows) as a dict."""
-    with open(path, newline="", encoding="utf-8") as stream:
-        return {name: float(value) for name, value in csv.reader(stream)}
-
-
 def train_and_evaluate(bundle: str, option: str, name: str, value: bool, work: Path) -> dict:
-    """Train on the demo set in a scratch copy of the bundle, evaluate on validation and test."""
-    copy = work / f"{bundle}-{name}"
-    shutil.copytree(REPO / "bundles" / bundle, copy, ignore=shutil.ignore_patterns("eval", "models", "__pycache__"))
-    flag = [f"--{option}", str(value).lower()]
-    seconds = run_bundle(["run", "training", "--config_file", "configs/train.yaml", *CONFIG_ARGS, *flag], copy)
-    result = {"training_s": round(seconds, 1)}
-    for split in ("validation", "test"):
-        configs = "['configs/train.yaml','configs/evaluate.yaml']"
-        run_bundle(["run", "--config_file", configs, *CONFIG_ARGS, *flag, "--eval_split", split], copy)
-        result[split] = read_metrics(copy / "eval" / split / "metrics.csv")
-    return result
+    """Train on the demo set in a scratch copy of the bundle and evaluate on validation and test, as a
+    release build does (``scripts/build_release.py``), with ``--<option> <value>``."""
+    overrides = {option: str(value).lower()}
+    start = time.perf_counter()
+    weights, _ = train_demo_weights(REPO / "bundles" / bundle, overrides, work / name, capture=True)
+    return {"training_s": round(time.perf_counter() - start, 1), **measure_metrics(weights.parents[1], overrides)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,10 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
     (base, base_value), (other, other_value) = OPTIONS[options.option]
     torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores visible, torch {torch.__version__}, {threads} threads")
+    machine = describe_machine("cpu")
+    print(f"CPU: {machine}")
     print(f"option: {options.option}, {base} (--{options.option} {str(base_value).lower()}) against {other}")
-    report = {"cpu": cpu_model(), "torch": torch.__version__, "option": options.option, "bundles": {}}
+    report = {"cpu": machine, "torch": torch.__version__, "option": options.option, "bundles": {}}
     with tempfile.TemporaryDirectory(prefix="nnmamba-ablation-") as scratch:
         for bundle in options.bundles:
             forwards, parameters, shape = {}, {}, ()

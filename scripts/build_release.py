@@ -240,8 +240,23 @@ def check_inference(staging: Path) -> None:
 
 
 # ---- weights ---------------------------------------------------------------------------------------------------
-def _train_demo_weights(bundle_dir: Path, overrides: Mapping[str, str], work_dir: Path) -> tuple[Path, list[str]]:
-    """Train with the bundle's own command in a scratch copy; returns (its models/model.pt, the command)."""
+def train_demo_weights(
+    bundle_dir: Path, overrides: Mapping[str, str], work_dir: Path, capture: bool = False
+) -> tuple[Path, list[str]]:
+    """Train with the bundle's own command in a scratch copy ``work_dir/<bundle>``.
+
+    Args:
+        bundle_dir: the bundle folder.
+        overrides: config overrides, passed as ``--ID VALUE``.
+        work_dir: where the scratch copy goes.
+        capture: keep the training's output instead of letting it through. Defaults to False.
+
+    Returns:
+        the copy's ``models/model.pt`` and the command that trained it.
+
+    Raises:
+        RuntimeError: the training failed or wrote no weights.
+    """
     copy = work_dir / bundle_dir.name
     for relative in bundle_files(bundle_dir):
         (copy / relative).parent.mkdir(parents=True, exist_ok=True)
@@ -259,7 +274,7 @@ def _train_demo_weights(bundle_dir: Path, overrides: Mapping[str, str], work_dir
     for key, value in overrides.items():
         args += [f"--{key}", value]
     logger.info("training %s: python -m monai.bundle %s", bundle_dir.name, " ".join(args))
-    run_bundle_cli(args, cwd=copy, capture=False)
+    run_bundle_cli(args, cwd=copy, capture=capture)
     weights = copy / WEIGHTS_PATH
     if not weights.is_file():
         raise RuntimeError(
@@ -269,7 +284,7 @@ def _train_demo_weights(bundle_dir: Path, overrides: Mapping[str, str], work_dir
     return weights, ["python", "-m", "monai.bundle", *args]
 
 
-def _measure(bundle_copy: Path, overrides: Mapping[str, str]) -> dict[str, dict[str, float]]:
+def measure_metrics(bundle_copy: Path, overrides: Mapping[str, str]) -> dict[str, dict[str, float]]:
     """The metrics of the weights in ``bundle_copy/models`` on its validation and test splits, by the bundle's own
     ``evaluate.yaml`` (``python -m monai.bundle run``) with the training's ``overrides`` (same data)."""
     measured = {}
@@ -481,7 +496,7 @@ def build_release(
             (staging / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(bundle_dir / relative, staging / relative)
         if train_demo:
-            weights, command = _train_demo_weights(bundle_dir, overrides, scratch / "training")
+            weights, command = train_demo_weights(bundle_dir, overrides, scratch / "training")
         else:
             weights, command = bundle_dir / WEIGHTS_PATH, None
             if not weights.is_file():
@@ -500,7 +515,7 @@ def build_release(
             "weights": WEIGHTS_PATH,
             "weights_sha256": {WEIGHTS_PATH: weights_sha256},  # every weights file: --verify compares them
             "records": [f"models/{record.name}" for record in records],
-            "metrics": {"data": _data_description(bundle, overrides), **_measure(weights.parent.parent, overrides)}
+            "metrics": {"data": _data_description(bundle, overrides), **measure_metrics(weights.parents[1], overrides)}
             if train_demo
             else "not measured by the release build (it did not train these weights)",
             "trained_with": shlex.join(command) if command else "the bundle's models/model.pt (not trained here)",

@@ -10,14 +10,13 @@
 
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 
 import numpy as np
 
 from nnmamba_nets.classification.metrics import classification_metrics
-from nnmamba_nets.common.pictures import figure_title, new_figure, save_figure
+from nnmamba_nets.common.pictures import figure_title, new_figure, read_table, save_figure
 
 __all__ = ["classification_pictures", "read_predictions", "roc_points"]
 
@@ -38,13 +37,7 @@ def read_predictions(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, l
         ValueError: the file cannot be read, lacks the ``label`` column or two ``prob_<class>`` columns, is
             empty, or has a label that is not a class name or a probability that is not a number.
     """
-    try:
-        with open(path, newline="", encoding="utf-8") as stream:
-            reader = csv.DictReader(stream)
-            rows = list(reader)
-            columns = list(reader.fieldnames or [])
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise ValueError(f"cannot read {os.fspath(path)!r}: {error}") from error
+    rows, columns = read_table(path)
     probability_columns = [name for name in columns if name.startswith(_PROBABILITY_PREFIX)]
     if "label" not in columns or len(probability_columns) < 2:
         raise ValueError(

@@ -23,6 +23,7 @@ e.g. ``"synthetic demo data"``.
 from __future__ import annotations
 
 import argparse
+import csv
 import importlib
 import math
 import os
@@ -45,6 +46,7 @@ __all__ = [
     "main",
     "new_figure",
     "plane_slice",
+    "read_table",
     "read_volume",
     "save_figure",
     "show_plane",
@@ -56,6 +58,28 @@ EVENT_FILE_PATTERN = "events.out.tfevents.*"
 PLANES = (("axial", 2, (0, 1)), ("coronal", 1, (0, 2)), ("sagittal", 0, (1, 2)))
 """(name, the voxel axis the plane fixes, the voxel axes it shows as x and y) of a RAS-oriented volume."""
 _AXIS_LETTERS = (("L", "R"), ("P", "A"), ("I", "S"))  # low and high end of each RAS voxel axis
+
+
+def read_table(path: str | os.PathLike) -> tuple[list[dict[str, str]], list[str]]:
+    """The rows and the column names of a CSV report (an evaluation's predictions or per-case table).
+
+    Args:
+        path: the CSV file.
+
+    Returns:
+        one dict per row, and the column names in file order.
+
+    Raises:
+        ValueError: the file cannot be read or parsed (the message names it).
+    """
+    try:
+        with open(path, newline="", encoding="utf-8") as stream:
+            reader = csv.DictReader(stream)
+            rows = list(reader)
+            columns = list(reader.fieldnames or [])
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise ValueError(f"cannot read {os.fspath(path)!r}: {error}") from error
+    return rows, columns
 
 
 def figure_title(what: str, title: str | None) -> str:

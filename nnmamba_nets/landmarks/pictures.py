@@ -10,7 +10,6 @@ point (x, projected onto the slice) and the error in each title.
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +23,7 @@ from nnmamba_nets.common.pictures import (
     intensity_window,
     new_figure,
     plane_slice,
+    read_table,
     read_volume,
     save_figure,
     show_plane,
@@ -67,13 +67,7 @@ def read_landmark_errors(path: str | os.PathLike) -> list[dict[str, str]]:
     Raises:
         ValueError: the file cannot be read, lacks one of those columns, or has no rows.
     """
-    try:
-        with open(path, newline="", encoding="utf-8") as stream:
-            reader = csv.DictReader(stream)
-            rows = list(reader)
-            columns = list(reader.fieldnames or [])
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise ValueError(f"cannot read {os.fspath(path)!r}: {error}") from error
+    rows, columns = read_table(path)
     missing = [name for name in _REQUIRED_COLUMNS if name not in columns]
     if missing:
         raise ValueError(
